@@ -1,0 +1,1 @@
+"""The Debezium side: envelope decoding, connector configs, the Connect client, topics and the local stack."""

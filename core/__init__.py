@@ -1,0 +1,1 @@
+"""goldstream core: domain types, errors, settings and metric declarations. Imports nothing of ours."""

@@ -1,0 +1,105 @@
+"""Application settings: ``config/goldstream.yaml`` validated into frozen pydantic models.
+
+Secrets never live here: the database password is read from the environment variable named by
+``postgres.password_env``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from core.configfile import StrictModel, load_yaml_model
+from core.errors import ConfigError
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class PostgresSettings(StrictModel):
+    """The PostgreSQL cluster holding the demo source systems."""
+
+    host: str = "127.0.0.1"
+    port: Port = 54329
+    superuser: str = "postgres"
+    cdc_user: str = "debezium"
+    password_env: str = "GOLDSTREAM_DB_PASSWORD"
+    databases: tuple[str, ...] = ("crm", "erp", "shop", "billing")
+
+    def password(self) -> str:
+        """The CDC user's password, from the environment only."""
+        value = os.environ.get(self.password_env)
+        if not value:
+            raise ConfigError(
+                f"postgres.password_env: environment variable {self.password_env} is not set "
+                "(the local stack writes one to .state/secrets.env on `goldstream stack up`)"
+            )
+        return value
+
+
+class KafkaSettings(StrictModel):
+    """The Kafka broker (KRaft, single node locally)."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    controller_port: Port = 19093
+    heap: str = "512m"
+    topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 2
+
+
+class ConnectSettings(StrictModel):
+    """The Kafka Connect worker running the Debezium connectors."""
+
+    url: str = "http://127.0.0.1:18083"
+    heap: str = "1g"
+
+
+class DataflowSettings(StrictModel):
+    """The Bytewax dataflows."""
+
+    recovery_partitions: Annotated[int, Field(ge=1, le=256)] = 8
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    batch_timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 500
+    snapshot_interval_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    metrics_port: Port = 9464
+    dlq_topic: str = "goldstream.dlq"
+
+
+class Settings(StrictModel):
+    """Everything in ``config/goldstream.yaml``."""
+
+    state_dir: Path = Path(".state")
+    delta_root: Path = Path(".state/delta")
+    postgres: PostgresSettings = PostgresSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    connect: ConnectSettings = ConnectSettings()
+    dataflow: DataflowSettings = DataflowSettings()
+
+    def resolved(self, base: Path) -> Settings:
+        """Make relative paths absolute against ``base`` (the project root)."""
+        return self.model_copy(
+            update={
+                "state_dir": (base / self.state_dir).resolve(),
+                "delta_root": (base / self.delta_root).resolve(),
+            }
+        )
+
+
+def project_root() -> Path:
+    """The checkout root: ``GOLDSTREAM_HOME`` if set, else the nearest parent holding ``config/``."""
+    env = os.environ.get("GOLDSTREAM_HOME")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "config" / "goldstream.yaml").is_file():
+            return candidate
+    return here
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load and validate the settings file (default ``<root>/config/goldstream.yaml``)."""
+    root = project_root()
+    path = path or root / "config" / "goldstream.yaml"
+    return load_yaml_model(path, Settings).resolved(root)

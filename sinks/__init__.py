@@ -1,0 +1,1 @@
+"""Writers: Delta Lake tables, the dead-letter topic, target-system API clients. Imports core only."""
