@@ -69,6 +69,8 @@ class DataflowSettings(StrictModel):
 class Settings(StrictModel):
     """Everything in ``config/goldstream.yaml``."""
 
+    config_dir: Path = Path("config")
+    """Where connectors/, mappings/ and the other config folders live."""
     state_dir: Path = Path(".state")
     delta_root: Path = Path(".state/delta")
     postgres: PostgresSettings = PostgresSettings()
@@ -80,6 +82,7 @@ class Settings(StrictModel):
         """Make relative paths absolute against ``base`` (the project root)."""
         return self.model_copy(
             update={
+                "config_dir": (base / self.config_dir).resolve(),
                 "state_dir": (base / self.state_dir).resolve(),
                 "delta_root": (base / self.delta_root).resolve(),
             }

@@ -1,0 +1,194 @@
+"""The bronze dataflow: every Debezium change, decoded, appended once to its bronze Delta table.
+
+    Kafka (one Bytewax partition per Kafka partition, batches)
+      -> decode (cdc.envelope)                      tombstones/heartbeats counted, bad messages rejected
+      -> BronzeWriter                               bronze table per source table, quarantine + DLQ
+
+Exactly-once in effect: each append carries the Delta transaction ``(app_id=topic:partition,
+version=last offset)``, checked on the same table object before committing, so batches replayed
+after a crash or a restart from an older recovery snapshot add nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+
+from cdc.connectors import ConnectorFile
+from cdc.envelope import decode_batch
+from core.events import ChangeBatch, RawBatch, Rejected
+from core.metrics import (
+    COMMIT_SECONDS,
+    EVENTS_IN,
+    EVENTS_OUT,
+    QUARANTINED,
+    RETRIES,
+    SKIPPED,
+    SOURCE_TO_DELTA_SECONDS,
+    observe_many,
+)
+from core.retry import retry_transient
+from core.settings import Settings
+from flows.engine.kafka_source import KafkaBatchSource
+from flows.engine.sink import WriterSink
+from sinks.delta.appender import IdempotentAppender
+from sinks.delta.bronze import (
+    BRONZE_PARTITION_BY,
+    BRONZE_SCHEMA,
+    batch_to_arrow,
+    bronze_app_id,
+    bronze_path,
+    table_groups,
+)
+from sinks.delta.quarantine import (
+    QUARANTINE_PARTITION_BY,
+    QUARANTINE_SCHEMA,
+    quarantine_app_id,
+    quarantine_path,
+    rejects_to_arrow,
+)
+from sinks.dlq import DeadLetterProducer
+
+log = logging.getLogger(__name__)
+
+
+class Quarantine:
+    """Writes rejects to the quarantine table (exactly once) and the DLQ topic (at least once)."""
+
+    def __init__(self, delta_root: Path, dlq: DeadLetterProducer | None) -> None:
+        self._table = IdempotentAppender(
+            quarantine_path(delta_root), QUARANTINE_SCHEMA, partition_by=QUARANTINE_PARTITION_BY
+        )
+        self._dlq = dlq
+
+    def send(self, rejects: tuple[Rejected, ...], *, topic: str, partition: int, version: int) -> None:
+        """Quarantine ``rejects`` from one Kafka partition; ``version`` is the batch's last offset."""
+        if not rejects:
+            return
+        stage = rejects[0].stage
+        result = retry_transient(
+            lambda: self._table.append(
+                rejects_to_arrow(rejects), app_id=quarantine_app_id(stage, topic, partition), version=version
+            ),
+            operation=f"quarantine append {topic}[{partition}]",
+            on_retry=lambda _e, _n: RETRIES.labels(operation="quarantine_append").inc(),
+        )
+        # Publish to the DLQ only what the table newly accepted, so a replay does not re-publish.
+        if result.rows_written and self._dlq is not None:
+            fresh = rejects[len(rejects) - result.rows_written :]
+            dlq = self._dlq
+            retry_transient(
+                lambda: dlq.publish(fresh),
+                operation=f"DLQ publish {topic}[{partition}]",
+                on_retry=lambda _e, _n: RETRIES.labels(operation="dlq_publish").inc(),
+            )
+        for r in rejects[len(rejects) - result.rows_written :]:
+            QUARANTINED.labels(stage=r.stage, reason=r.reason).inc()
+            log.warning(
+                "quarantined %s[%d]@%d: %s: %s", r.topic, r.partition, r.offset, r.reason, r.detail[:200]
+            )
+
+    def close(self) -> None:
+        """Flush the DLQ producer."""
+        if self._dlq is not None:
+            self._dlq.close()
+
+
+class BronzeWriter:
+    """Appends decoded batches to their bronze tables and rejects to quarantine."""
+
+    def __init__(self, delta_root: Path, quarantine: Quarantine) -> None:
+        self._root = delta_root
+        self._quarantine = quarantine
+        self._tables: dict[tuple[str, str, str], IdempotentAppender] = {}
+        self._out = EVENTS_OUT.labels(stage="bronze")
+        self._commit = COMMIT_SECONDS.labels(layer="bronze")
+
+    def _table(self, system: str, schema: str, table: str) -> IdempotentAppender:
+        key = (system, schema, table)
+        if key not in self._tables:
+            self._tables[key] = IdempotentAppender(
+                bronze_path(self._root, system, schema, table),
+                BRONZE_SCHEMA,
+                partition_by=BRONZE_PARTITION_BY,
+            )
+        return self._tables[key]
+
+    def write(self, batch: ChangeBatch) -> None:
+        """Write one decoded batch: quarantine first, then each source table's rows."""
+        SKIPPED.labels(reason="tombstone").inc(batch.tombstones)
+        SKIPPED.labels(reason="heartbeat").inc(batch.heartbeats)
+        self._quarantine.send(
+            batch.rejected, topic=batch.topic, partition=batch.partition, version=batch.last_offset
+        )
+        if not len(batch):
+            return
+        app_id = bronze_app_id(batch.topic, batch.partition)
+        for (system, schema, table), rows in table_groups(batch).items():
+            appender = self._table(system, schema, table)
+            data = batch_to_arrow(batch, rows)
+            result = retry_transient(
+                partial(appender.append, data, app_id=app_id, version=batch.last_offset),
+                operation=f"bronze append {system}.{schema}.{table}",
+                on_retry=lambda _e, _n: RETRIES.labels(operation="bronze_append").inc(),
+            )
+            if result.rows_skipped:
+                SKIPPED.labels(reason="already_committed").inc(result.rows_skipped)
+            if result.rows_written:
+                self._out.inc(result.rows_written)
+                self._commit.observe(result.seconds)
+                src_us = np.asarray(data.column("source_ts").cast("int64"))[-result.rows_written :]
+                observe_many(SOURCE_TO_DELTA_SECONDS, (time.time() * 1e6 - src_us) / 1e6, layer="bronze")
+
+    def close(self) -> None:
+        """Close the quarantine's producer."""
+        self._quarantine.close()
+
+
+def _decode(batch: RawBatch) -> ChangeBatch:
+    EVENTS_IN.labels(stage="decode").inc(len(batch.offsets))
+    decoded = decode_batch(batch)
+    EVENTS_OUT.labels(stage="decode").inc(len(decoded))
+    return decoded
+
+
+def bronze_topics(connectors: list[ConnectorFile]) -> list[str]:
+    """The Kafka topics the bronze flow reads: every captured table but our internal ones."""
+    return [t for c in connectors for t in c.table_topics()]
+
+
+def build_bronze_flow(
+    settings: Settings,
+    connectors: list[ConnectorFile],
+    *,
+    start: str = "earliest",
+    dlq: bool = True,
+) -> Dataflow:
+    """The bronze dataflow over every table the connectors capture."""
+    if start not in ("earliest", "latest"):
+        raise ValueError(f"start must be earliest or latest, not {start!r}")
+    flow = Dataflow("goldstream_bronze")
+    source = KafkaBatchSource(
+        settings.kafka.bootstrap_servers,
+        bronze_topics(connectors),
+        batch_size=settings.dataflow.batch_size,
+        batch_timeout_ms=settings.dataflow.batch_timeout_ms,
+        start="earliest" if start == "earliest" else "latest",
+    )
+    raw = op.input("kafka", flow, source)
+    decoded = op.map("decode", raw, _decode)
+    root = settings.delta_root
+    bootstrap, dlq_topic = settings.kafka.bootstrap_servers, settings.dataflow.dlq_topic
+
+    def make_writer(_worker: int, _count: int) -> BronzeWriter:
+        producer = DeadLetterProducer(bootstrap, dlq_topic) if dlq else None
+        return BronzeWriter(root, Quarantine(root, producer))
+
+    op.output("bronze", decoded, WriterSink(make_writer))
+    return flow

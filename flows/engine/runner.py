@@ -1,0 +1,162 @@
+"""Running a dataflow: recovery store, worker processes, metrics endpoint, supervision.
+
+Bytewax scales with processes (one worker each is the sweet spot under the GIL). ``run_flow`` starts
+``processes`` child processes that form one Bytewax cluster over loopback, supervises them, and
+stops them all if one dies, so an operator never ends up with half a cluster. Rescaling is: stop,
+then start again with another count; the recovery store (created with a fixed number of partitions)
+carries offsets and state across.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax._bytewax import cli_main
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from prometheus_client import start_http_server
+
+from core.errors import ConfigError, TerminalError
+
+log = logging.getLogger(__name__)
+
+
+def ensure_recovery_dir(path: Path, partitions: int) -> Path:
+    """Create and initialise the SQLite recovery partitions once; reuse them afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    existing = sorted(path.glob("part-*.sqlite3"))
+    if not existing:
+        init_db_dir(path, partitions)  # type: ignore[no-untyped-call]
+    elif len(existing) != partitions:
+        log.warning(
+            "recovery store %s has %d partitions (config says %d); keeping the existing ones",
+            path,
+            len(existing),
+            partitions,
+        )
+    return path
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` currently free loopback TCP ports for the cluster's internal addresses."""
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run_in_process(
+    flow: Dataflow,
+    *,
+    recovery_dir: Path | None,
+    epoch_s: float,
+    workers: int = 1,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+    metrics_port: int | None = None,
+) -> None:
+    """Run ``flow`` in this process (as one member of a cluster when ``addresses`` is given)."""
+    if metrics_port:
+        start_http_server(metrics_port + (process_id or 0), addr="127.0.0.1")
+    recovery = (
+        RecoveryConfig(str(recovery_dir))  # type: ignore[no-untyped-call]
+        if recovery_dir is not None
+        else None
+    )
+    cli_main(  # type: ignore[no-untyped-call]
+        flow,
+        workers_per_process=workers,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=epoch_s),
+        recovery_config=recovery,
+    )
+
+
+def supervise(argv_for: list[list[str]], *, env: dict[str, str] | None = None) -> int:
+    """Start one child per argv and wait; if any exits, stop the others. Returns the worst exit code.
+
+    SIGINT/SIGTERM to the supervisor are forwarded to every child.
+    """
+    children = [subprocess.Popen(argv, env=env, start_new_session=False) for argv in argv_for]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            codes = [c.poll() for c in children]
+            if all(c is not None for c in codes):
+                break
+            failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
+            if failed and not stopping:
+                log.error(
+                    "worker process %d exited with %s; stopping the others", failed[0], codes[failed[0]]
+                )
+                forward(signal.SIGTERM, None)
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and any(c.poll() is None for c in children):
+                    time.sleep(0.2)
+                for c in children:
+                    if c.poll() is None:
+                        c.kill()
+            time.sleep(0.2)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    final = [c.wait() for c in children]
+    bad = [c for c in final if c != 0]
+    return bad[0] if bad else 0
+
+
+def run_cluster(
+    flow_name: str,
+    *,
+    processes: int,
+    workers: int,
+    extra_args: list[str],
+) -> int:
+    """Run ``flow_name`` as ``processes`` child processes of ``workers`` workers each."""
+    if processes < 1 or workers < 1:
+        raise ConfigError("--processes and --workers must be at least 1")
+    ports = free_ports(processes)
+    addresses = ",".join(f"127.0.0.1:{p}" for p in ports)
+    argvs = [
+        [
+            sys.executable,
+            "-m",
+            "flows.worker",
+            flow_name,
+            "--process-id",
+            str(i),
+            "--addresses",
+            addresses,
+            "--workers",
+            str(workers),
+            *extra_args,
+        ]
+        for i in range(processes)
+    ]
+    code = supervise(argvs, env=dict(os.environ))
+    if code not in (0, -signal.SIGINT, -signal.SIGTERM, 130, 143):
+        raise TerminalError(f"dataflow {flow_name} stopped with exit code {code}")
+    return code

@@ -1,0 +1,89 @@
+"""Entry point of one dataflow process: ``python -m flows.worker <flow> [options]``.
+
+``goldstream run`` starts one of these per process and supervises them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+
+from bytewax.dataflow import Dataflow
+
+from cdc.connectors import load_connectors
+from core.errors import GoldstreamError
+from core.settings import Settings, load_settings
+from flows.bronze import build_bronze_flow
+from flows.engine.runner import ensure_recovery_dir, run_in_process
+
+FlowBuilder = Callable[[Settings, argparse.Namespace], Dataflow]
+
+
+def _bronze(settings: Settings, args: argparse.Namespace) -> Dataflow:
+    connectors = load_connectors(settings.config_dir / "connectors", only=args.only or None)
+    return build_bronze_flow(settings, connectors, start=args.start, dlq=not args.no_dlq)
+
+
+FLOWS: dict[str, FlowBuilder] = {"bronze": _bronze}
+
+
+def parser() -> argparse.ArgumentParser:
+    """Arguments shared by ``goldstream run`` and the worker processes."""
+    p = argparse.ArgumentParser(prog="python -m flows.worker")
+    p.add_argument("flow", choices=sorted(FLOWS))
+    p.add_argument("--process-id", type=int, default=None)
+    p.add_argument("--addresses", default=None)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--start", choices=["earliest", "latest"], default="earliest")
+    p.add_argument("--only", action="append", default=[])
+    p.add_argument("--no-dlq", action="store_true")
+    p.add_argument("--no-recovery", action="store_true")
+    p.add_argument("--metrics-port", type=int, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the named flow and run this process's share of it."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        flow = FLOWS[args.flow](settings, args)
+        recovery = None
+        if not args.no_recovery:
+            recovery = ensure_recovery_dir(
+                settings.state_dir / "recovery" / args.flow, settings.dataflow.recovery_partitions
+            )
+        run_in_process(
+            flow,
+            recovery_dir=recovery,
+            epoch_s=settings.dataflow.snapshot_interval_s,
+            workers=args.workers,
+            process_id=args.process_id,
+            addresses=args.addresses.split(",") if args.addresses else None,
+            metrics_port=args.metrics_port
+            if args.metrics_port is not None
+            else settings.dataflow.metrics_port,
+        )
+    except GoldstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def reset_recovery(settings: Settings, flow: str) -> bool:
+    """Delete a flow's recovery store (offsets and state); True if there was one."""
+    path = settings.state_dir / "recovery" / flow
+    if not path.exists():
+        return False
+    shutil.rmtree(path)
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
