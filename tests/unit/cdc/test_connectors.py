@@ -72,7 +72,7 @@ def test_prefix_must_match_system(tmp_path: Path) -> None:
 def test_regex_table_list_is_refused(tmp_path: Path) -> None:
     doc = base()
     doc["config"]["table.include.list"] = "public.*"
-    with pytest.raises(ConfigError, match="plain schema.table names"):
+    with pytest.raises(ConfigError, match=r"plain schema\.table names"):
         load_connector(write(tmp_path, doc))
 
 

@@ -35,7 +35,7 @@ def test_gives_up_as_terminal_after_deadline() -> None:
     def down() -> None:
         raise TransientError("broker down")
 
-    with pytest.raises(TerminalError, match="x: still failing after .* broker down"):
+    with pytest.raises(TerminalError, match=r"x: still failing after .* broker down"):
         retry_transient(down, operation="x", deadline_s=5, sleep=clock.sleep, clock=clock)
     assert clock.now <= 5
 
