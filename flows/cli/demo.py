@@ -1,7 +1,171 @@
-"""`goldstream demo ...` commands."""
+"""`goldstream demo ...` commands: seed the four demo source systems and put load on them."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import psycopg
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cdc.demo import LoadProgress, LoadSummary, OpMix, SeedSummary, load, seed, status
+from cdc.demo.systems import SYSTEMS
+from cdc.pg import admin_dsn
+from core.settings import Settings, load_settings
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+ALL_SYSTEMS = ",".join(SYSTEMS)
+
+SystemsOpt = Annotated[
+    str,
+    typer.Option("--systems", help=f"Comma-separated subset of: {', '.join(SYSTEMS)}.", show_default=True),
+]
+
+
+def _systems(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}", param_hint="--systems"
+        )
+    return names
+
+
+def _unreachable(settings: Settings, exc: psycopg.OperationalError) -> typer.Exit:
+    where = admin_dsn(settings, "<db>")
+    console.print(f"[red]cannot reach the demo databases ({where}): {str(exc).strip()}[/red]")
+    console.print("Is the local stack running? Try `goldstream stack up`.")
+    return typer.Exit(code=1)
+
+
+@app.command("seed")
+def seed_cmd(
+    people: Annotated[
+        int, typer.Option(min=1, help="Real-world people to create (plus about 1/5 as many companies).")
+    ] = 500,
+    seed_: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
+    ] = 42,
+    systems: SystemsOpt = ALL_SYSTEMS,
+    reset: Annotated[
+        bool, typer.Option(help="Truncate the systems' tables first (Debezium sees truncates).")
+    ] = False,
+) -> None:
+    """Fill the demo databases with the same people across systems, with realistic noise.
+
+    Already-seeded systems are skipped (nothing is duplicated) unless --reset is given.
+    """
+    settings = load_settings()
+    try:
+        summary = seed(settings, people, seed_, systems=_systems(systems), reset=reset)
+    except psycopg.OperationalError as exc:
+        raise _unreachable(settings, exc) from exc
+    _print_seed(summary)
+
+
+def _print_seed(summary: SeedSummary) -> None:
+    table = Table(
+        title=f"demo seed: {summary.people} people, {summary.orgs} organisations, seed {summary.seed}"
+    )
+    table.add_column("system")
+    table.add_column("status")
+    table.add_column("rows per table")
+    for r in summary.systems:
+        colour = "green" if r.status == "seeded" else "yellow"
+        rows = ", ".join(f"{t} {n}" for t, n in r.rows.items())
+        table.add_row(r.system, f"[{colour}]{r.status}[/{colour}] {r.message}".strip(), rows)
+    console.print(table)
+    spread = ", ".join(f"{k} system{'s' if k != 1 else ''}: {v}" for k, v in summary.spread.items())
+    console.print(f"people by systems known to: {spread} ({summary.multi_system_share:.0%} in 2+)")
+    console.print(f"truth: {summary.truth_rows} rows in {summary.truth_path}  ({summary.elapsed_s:.2f} s)")
+
+
+@app.command("load")
+def load_cmd(
+    rate: Annotated[
+        float, typer.Option(help="Row changes per second across all systems; 0 = as fast as possible.")
+    ] = 200,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds to run.")] = 60,
+    seed_: Annotated[int | None, typer.Option("--seed", help="Random seed for the op sequence.")] = None,
+    systems: SystemsOpt = ALL_SYSTEMS,
+    mix: Annotated[str, typer.Option(help="insert/update/delete weights.")] = "60/35/5",
+    truth: Annotated[
+        bool, typer.Option(help="Keep <state>/demo/truth.parquet up to date at the end.")
+    ] = True,
+) -> None:
+    """Put a steady stream of inserts, updates and deletes on the demo systems."""
+    settings = load_settings()
+    try:
+        op_mix = OpMix.parse(mix)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--mix") from exc
+    names = _systems(systems)
+    target = int(rate * duration) if rate > 0 else None
+    columns = [
+        TextColumn("[bold]load[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn() if target else TextColumn("{task.completed:.0f} events"),
+        TextColumn("{task.fields[rate]:>7.0f}/s"),
+        TextColumn("[red]{task.fields[errors]} errors[/red]"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(",".join(names), total=target, rate=0.0, errors=0)
+
+        def report(p: LoadProgress) -> None:
+            progress.update(task, completed=p.done, rate=p.rate, errors=p.errors)
+
+        try:
+            summary = load(
+                settings,
+                rate,
+                duration,
+                seed=seed_,
+                systems=names,
+                mix=op_mix,
+                on_progress=report,
+                update_truth=truth,
+            )
+        except psycopg.OperationalError as exc:
+            raise _unreachable(settings, exc) from exc
+    _print_load(summary)
+
+
+def _print_load(summary: LoadSummary) -> None:
+    table = Table(title="demo load: events (row-level statements) per system and op")
+    table.add_column("system")
+    for op in ("insert", "update", "delete"):
+        table.add_column(op, justify="right")
+    table.add_column("total", justify="right")
+    for system in sorted({s for s, _ in summary.by_system_op}):
+        counts = [summary.by_system_op.get((system, op), 0) for op in ("insert", "update", "delete")]
+        table.add_row(system, *(str(c) for c in counts), str(sum(counts)))
+    console.print(table)
+    target = f" of {summary.target}" if summary.target is not None else ""
+    console.print(f"{summary.total}{target} events in {summary.elapsed_s:.1f} s = {summary.rate:.0f}/s")
+    if summary.errors:
+        console.print(f"[red]{summary.errors} events failed[/red]; first: {summary.first_error}")
+    if summary.truth_path:
+        console.print(f"truth: {summary.truth_rows} rows in {summary.truth_path}")
+
+
+@app.command("status")
+def status_cmd(systems: SystemsOpt = ALL_SYSTEMS) -> None:
+    """Row counts per table and the seed parameters of each demo database."""
+    settings = load_settings()
+    try:
+        states = status(settings, systems=_systems(systems))
+    except psycopg.OperationalError as exc:
+        raise _unreachable(settings, exc) from exc
+    table = Table(title="demo source systems")
+    table.add_column("system")
+    table.add_column("seeded with")
+    table.add_column("rows per table")
+    for s in states:
+        seeded = f"people={s.marker.get('people')} seed={s.marker.get('seed')}" if s.marker else "-"
+        table.add_row(s.system, seeded, ", ".join(f"{t} {n}" for t, n in s.rows.items()))
+    console.print(table)

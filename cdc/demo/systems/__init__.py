@@ -1,0 +1,34 @@
+"""The four demo source systems, in one registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cdc.demo.assign import Plan
+from cdc.demo.systems import billing, crm, erp, shop
+from cdc.demo.systems.base import SeedData, SystemLoad, Table
+from cdc.demo.world import World
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSpec:
+    """One source system: its database, tables (parents before children), seeder and load generator."""
+
+    name: str
+    tables: tuple[Table, ...]
+    seed_rows: Callable[[World, Plan], SeedData]
+    loader: type[SystemLoad]
+
+    @property
+    def dbname(self) -> str:
+        """The PostgreSQL database holding the system (named like the system)."""
+        return self.name
+
+
+SYSTEMS: dict[str, SystemSpec] = {
+    "crm": SystemSpec("crm", crm.TABLES, crm.seed_rows, crm.CrmLoad),
+    "erp": SystemSpec("erp", erp.TABLES, erp.seed_rows, erp.ErpLoad),
+    "shop": SystemSpec("shop", shop.TABLES, shop.seed_rows, shop.ShopLoad),
+    "billing": SystemSpec("billing", billing.TABLES, billing.seed_rows, billing.BillingLoad),
+}

@@ -1,0 +1,433 @@
+"""billing: a Stripe/Zuora-style subscription billing system (database ``billing``, schema ``billing``).
+
+One holder-name field, E.164 phones, alpha-3 countries, lower-case currencies, integer cents, epoch
+seconds, a Postgres enum status and jsonb metadata. Account numbers are natural keys that get
+renumbered (invoices and payments follow by ON UPDATE CASCADE).
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import string
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cdc.demo.assign import Plan
+from cdc.demo.countries import COUNTRIES
+from cdc.demo.formats import billing_status, epoch
+from cdc.demo.noise import NoiseProfile
+from cdc.demo.render import org_name, pick_email, pick_phone, render_name
+from cdc.demo.systems.base import Conn, KeyPool, Row, SeedData, Stmt, SystemLoad, Table, TruthLog, insert_stmt
+from cdc.demo.world import ANCHOR, HISTORY_START, Organisation, Person, World, between
+
+SYSTEM = "billing"
+PLANS = Table(
+    "billing",
+    "plans",
+    ("plan_code", "name", "unit_amount", "currency", "billing_interval", "active"),
+    ("plan_code",),
+)
+ACCOUNTS = Table(
+    "billing",
+    "accounts",
+    (
+        "account_number", "holder_name", "company_name", "email", "phone", "address_line1", "address_line2",
+        "city", "postal_code", "country", "tax_id", "currency", "status", "balance_cents", "metadata",
+        "created", "updated",
+    ),
+    ("account_number",),
+)  # fmt: skip
+INVOICES = Table(
+    "billing",
+    "invoices",
+    (
+        "invoice_id", "account_number", "number", "status", "currency", "subtotal", "tax", "total",
+        "amount_paid", "period_start", "period_end", "due_date", "created", "memo",
+    ),
+    ("invoice_id",),
+)  # fmt: skip
+INVOICE_LINES = Table(
+    "billing",
+    "invoice_lines",
+    ("invoice_id", "line_no", "plan_code", "description", "quantity", "unit_amount", "amount"),
+    ("invoice_id", "line_no"),
+)
+PAYMENTS = Table(
+    "billing",
+    "payments",
+    ("payment_id", "invoice_id", "account_number", "amount", "currency", "method", "card_last4", "status",
+     "paid_at", "raw_response"),
+    ("payment_id",),
+)  # fmt: skip
+TABLES = (PLANS, ACCOUNTS, INVOICES, INVOICE_LINES, PAYMENTS)
+
+PROFILE = NoiseProfile(
+    nickname=0.05,
+    typo=0.03,
+    case=0.15,  # card-holder style upper case
+    whitespace=0.02,
+    swap_names=0.02,
+    romanize=0.5,
+    missing_email=0.02,
+    missing_phone=0.4,
+    stale_email=0.2,
+)
+_PLANS: tuple[Row, ...] = tuple(
+    {"plan_code": code, "name": name, "unit_amount": amount, "currency": cur, "billing_interval": interval,
+     "active": True}
+    for code, name, amount, cur, interval in (
+        ("starter-monthly", "Starter", 900, "eur", "month"),
+        ("pro-monthly", "Pro", 2900, "eur", "month"),
+        ("pro-yearly", "Pro (annual)", 29000, "eur", "year"),
+        ("team-monthly", "Team", 9900, "eur", "month"),
+        ("seat-addon", "Extra seat", 700, "eur", "month"),
+        ("support-premium", "Premium support", 4900, "eur", "month"),
+    )
+)  # fmt: skip
+_METHODS = ("card", "card", "card", "sepa_debit", "bank_transfer", "paypal")
+_ID_CHARS = string.ascii_letters + string.digits
+
+
+def _opaque_id(prefix: str, rng: random.Random | None) -> str:
+    # Seeded ids for reproducible seed data; os randomness in the load generator so reruns never collide.
+    chars = rng.choices(_ID_CHARS, k=14) if rng else [secrets.choice(_ID_CHARS) for _ in range(14)]
+    return prefix + "".join(chars)
+
+
+def _account_number(n: int) -> str:
+    return f"ACC-{100000 + n}"
+
+
+def _metadata(rng: random.Random, source: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"source": source, "psp_customer": _opaque_id("cus_", rng)}
+    if rng.random() < 0.3:
+        meta["crm_ref"] = f"{rng.getrandbits(32):08x}"
+    if rng.random() < 0.2:
+        meta["dunning"] = {"level": rng.randrange(1, 4), "paused": False}
+    return meta
+
+
+def person_account(number: str, person: Person, rng: random.Random, created: datetime) -> Row:
+    """A private subscriber: the holder name in one field."""
+    rendered = render_name(person, PROFILE, rng)
+    phone = pick_phone(person, PROFILE, rng)
+    country = COUNTRIES[person.country]
+    return {
+        "account_number": number,
+        "holder_name": rendered.full(),
+        "company_name": None,
+        "email": pick_email(person, PROFILE, rng, tag="billing"),
+        "phone": phone.e164() if phone else None,
+        "address_line1": person.address.street,
+        "address_line2": None,
+        "city": person.address.city_latin if not rendered.native else person.address.city,
+        "postal_code": person.address.postcode or None,
+        "country": country.iso3,
+        "tax_id": None,
+        "currency": "usd" if person.country == "US" else "gbp" if person.country == "GB" else "eur",
+        "status": billing_status(person.active, rng.random() < 0.05),
+        "balance_cents": 0,
+        "metadata": _metadata(rng, rng.choice(("shop", "self-serve"))),
+        "created": epoch(created),
+        "updated": epoch(created),
+    }
+
+
+def org_account(
+    number: str, org: Organisation, holder: Person | None, rng: random.Random, created: datetime
+) -> Row:
+    """A company subscription; the holder is often the employee who signed up, not the company."""
+    holder_name = render_name(holder, PROFILE, rng).full() if holder else org_name(org.name, rng, noise=0.2)
+    return {
+        "account_number": number,
+        "holder_name": holder_name,
+        "company_name": org_name(org.name, rng, noise=0.3),
+        "email": f"billing@{org.domain}" if rng.random() < 0.7 else f"accounts@{org.domain}",
+        "phone": org.phone.e164() if rng.random() < 0.7 else None,
+        "address_line1": org.address.street,
+        "address_line2": None,
+        "city": org.address.city,
+        "postal_code": org.address.postcode or None,
+        "country": COUNTRIES[org.country].iso3,
+        "tax_id": org.vat_id or None,
+        "currency": COUNTRIES[org.country].currency.lower(),
+        "status": billing_status(org.active),
+        "balance_cents": 0,
+        "metadata": _metadata(rng, "sales"),
+        "created": epoch(created),
+        "updated": epoch(created),
+    }
+
+
+def invoice_with_lines(
+    invoice_id: str, number: str, account: str, currency: str, rng: random.Random, period_start: datetime
+) -> tuple[Row, list[Row]]:
+    """A monthly invoice with 1-3 plan lines."""
+    lines: list[Row] = []
+    for k, plan in enumerate(rng.sample(_PLANS, rng.randrange(1, 4))):
+        qty = rng.choice((1, 1, 1, 2, 5))
+        lines.append(
+            {
+                "invoice_id": invoice_id,
+                "line_no": k + 1,
+                "plan_code": plan["plan_code"],
+                "description": f"{plan['name']} x {qty}",
+                "quantity": qty,
+                "unit_amount": plan["unit_amount"],
+                "amount": qty * plan["unit_amount"],
+            }
+        )
+    subtotal = sum(line["amount"] for line in lines)
+    tax = subtotal * 19 // 100
+    status = rng.choice(("paid", "paid", "paid", "open", "void", "uncollectible"))
+    period_end = period_start + timedelta(days=30)
+    return {
+        "invoice_id": invoice_id,
+        "account_number": account,
+        "number": number,
+        "status": status,
+        "currency": currency,
+        "subtotal": subtotal,
+        "tax": tax,
+        "total": subtotal + tax,
+        "amount_paid": subtotal + tax if status == "paid" else 0,
+        "period_start": epoch(period_start),
+        "period_end": epoch(period_end),
+        "due_date": epoch(period_end + timedelta(days=14)) if rng.random() < 0.9 else None,
+        "created": epoch(period_end),
+        "memo": rng.choice((None, None, None, "Thank you for your business.", "Reverse charge applies.")),
+    }, lines
+
+
+def payment(invoice: Row, rng: random.Random, paid_at: datetime, payment_id: uuid.UUID) -> Row:
+    """The payment settling an invoice, with the PSP's raw response kept as jsonb."""
+    method = rng.choice(_METHODS)
+    return {
+        "payment_id": payment_id,
+        "invoice_id": invoice["invoice_id"],
+        "account_number": invoice["account_number"],
+        "amount": invoice["total"],
+        "currency": invoice["currency"],
+        "method": method,
+        "card_last4": f"{rng.randrange(10000):04d}" if method == "card" else None,
+        "status": "succeeded",
+        "paid_at": paid_at,
+        "raw_response": {"outcome": "authorized", "risk_score": rng.randrange(0, 60), "network": "visa"},
+    }
+
+
+def seed_rows(world: World, plan: Plan) -> SeedData:
+    """All billing rows for the world."""
+    rng = random.Random(f"goldstream-demo:{world.seed}:{SYSTEM}")
+    data = SeedData()
+    for p in _PLANS:
+        data.add(PLANS, dict(p))
+    accounts: list[Row] = []
+    staff: dict[str, list[Person]] = {}
+    for person in world.people:
+        if person.org_id:
+            staff.setdefault(person.org_id, []).append(person)
+    for i in plan.orgs[SYSTEM]:
+        org = world.orgs[i]
+        holder = rng.choice(staff[org.org_id]) if org.org_id in staff and rng.random() < 0.6 else None
+        row = org_account(
+            _account_number(len(accounts) + 1), org, holder, rng, between(rng, HISTORY_START, ANCHOR)
+        )
+        accounts.append(row)
+        data.add(ACCOUNTS, row, org.org_id, system=SYSTEM)
+    for index, _copy in plan.people[SYSTEM]:
+        person = world.people[index]
+        created = between(rng, person.first_seen, ANCHOR)
+        row = person_account(_account_number(len(accounts) + 1), person, rng, created)
+        accounts.append(row)
+        data.add(ACCOUNTS, row, person.person_id, system=SYSTEM)
+    invoice_no = 0
+    for account in accounts:
+        start = datetime.fromtimestamp(account["created"], UTC)
+        for month in range(rng.randrange(0, 9)):
+            period = start + timedelta(days=30 * month)
+            if period > ANCHOR:
+                break
+            invoice_no += 1
+            inv, lines = invoice_with_lines(
+                _opaque_id("in_", rng),
+                f"INV-{period.year}-{invoice_no:06d}",
+                account["account_number"],
+                account["currency"],
+                rng,
+                period,
+            )
+            data.add(INVOICES, inv)
+            for line in lines:
+                data.add(INVOICE_LINES, line)
+            if inv["status"] == "paid":
+                paid_at = datetime.fromtimestamp(inv["created"], UTC) + timedelta(hours=rng.randrange(1, 300))
+                data.add(PAYMENTS, payment(inv, rng, paid_at, uuid.UUID(int=rng.getrandbits(128), version=4)))
+    return data
+
+
+class BillingLoad(SystemLoad):
+    """Load-generator operations on billing."""
+
+    system = SYSTEM
+
+    def __init__(self, conn: Conn, truth: TruthLog, next_person: Callable[[str], Person]) -> None:
+        super().__init__(conn, truth, next_person)
+        self.accounts: KeyPool[str] = KeyPool()
+        self.invoices: KeyPool[str] = KeyPool()
+        self.open_invoices: dict[str, Row] = {}
+        self.next_account = 0
+        self.next_invoice = 0
+
+    def prepare(self) -> None:
+        """Read the live keys and the counters behind account and invoice numbers."""
+        for (number,) in self.conn.execute("SELECT account_number FROM billing.accounts"):
+            self.accounts.add(number)
+        for inv_id, account, status, total, currency in self.conn.execute(
+            "SELECT invoice_id, account_number, status, total, currency FROM billing.invoices"
+        ):
+            self.invoices.add(inv_id, account)
+            if status == "open":
+                self.open_invoices[inv_id] = {
+                    "invoice_id": inv_id,
+                    "account_number": account,
+                    "total": total,
+                    "currency": currency,
+                }
+        row = self.conn.execute(
+            "SELECT coalesce(max(substr(account_number, 5)::bigint), 100000) - 100000, "
+            "(SELECT coalesce(max(substr(number, 10)::bigint), 0) FROM billing.invoices "
+            " WHERE number ~ '^INV-[0-9]{4}-[0-9]+$') "
+            "FROM billing.accounts WHERE account_number ~ '^ACC-[0-9]+$'"
+        ).fetchone()
+        self.next_account, self.next_invoice = (int(row[0]), int(row[1])) if row else (0, 0)
+        self.conn.commit()
+
+    def truth_tables(self) -> Sequence[Table]:
+        """Accounts map to people or organisations."""
+        return (ACCOUNTS,)
+
+    def insert(self, rng: random.Random) -> Sequence[Stmt]:
+        """A new subscriber, this month's invoice with lines, or a payment of an open invoice."""
+        now = datetime.now(UTC)
+        roll = rng.random()
+        if roll < 0.2 and self.open_invoices:
+            inv_id = next(iter(self.open_invoices))
+            inv = self.open_invoices.pop(inv_id)
+            account = self.invoices.parent_of(inv_id)  # current number, even after a renumbering
+            if inv_id in self.invoices and account is not None:
+                inv = {**inv, "account_number": account}
+                return [insert_stmt(PAYMENTS, payment(inv, rng, now, uuid.uuid4()))]
+        account = self.accounts.pick(rng)
+        if roll < 0.45 or account is None:
+            person = self.next_person(SYSTEM)
+            self.next_account += 1
+            row = person_account(_account_number(self.next_account), person, rng, now)
+            self.accounts.add(row["account_number"])
+            self.truth.add(SYSTEM, ACCOUNTS, row, person.person_id)
+            return [insert_stmt(ACCOUNTS, row)]
+        self.next_invoice += 1
+        inv, lines = invoice_with_lines(
+            _opaque_id("in_", None), f"INV-{now.year}-{self.next_invoice:06d}", account, "eur", rng, now
+        )
+        inv["status"] = "open"
+        inv["amount_paid"] = 0
+        self.invoices.add(inv["invoice_id"], account)
+        self.open_invoices[inv["invoice_id"]] = inv
+        return [insert_stmt(INVOICES, inv), *(insert_stmt(INVOICE_LINES, line) for line in lines)]
+
+    def update(self, rng: random.Random) -> Sequence[Stmt]:
+        """Email or status alone, metadata jsonb, invoice settlement, balances, and renumbering."""
+        roll = rng.random()
+        account = self.accounts.pick(rng)
+        if account is not None and roll < 0.15:
+            return [
+                Stmt(
+                    "accounts",
+                    "update",
+                    "UPDATE billing.accounts SET email = %s WHERE account_number = %s",
+                    (f"billing{rng.randrange(1000)}@example.com", account),
+                )
+            ]
+        if account is not None and roll < 0.25:
+            return [
+                Stmt(
+                    "accounts",
+                    "update",
+                    "UPDATE billing.accounts SET status = %s, "
+                    "updated = extract(epoch from now())::bigint WHERE account_number = %s",
+                    (rng.choice(("active", "past_due", "suspended")), account),
+                )
+            ]
+        if account is not None and roll < 0.35:
+            return [
+                Stmt(
+                    "accounts",
+                    "update",
+                    "UPDATE billing.accounts SET metadata = metadata || %s WHERE account_number = %s",
+                    (f'{{"last_seen_ip": "10.0.{rng.randrange(256)}.{rng.randrange(256)}"}}', account),
+                )
+            ]
+        if account is not None and roll < 0.45:
+            return [
+                Stmt(
+                    "accounts",
+                    "update",
+                    "UPDATE billing.accounts SET balance_cents = balance_cents + %s "
+                    "WHERE account_number = %s",
+                    (rng.randrange(-5000, 5000), account),
+                )
+            ]
+        if account is not None and roll < 0.5:
+            # A primary-key change; invoices and payments follow via ON UPDATE CASCADE.
+            self.next_account += 1
+            new = _account_number(self.next_account)
+            self.accounts.rename(account, new)
+            self.invoices.reparent_children(account, new)
+            self.truth.rename(SYSTEM, ACCOUNTS, account, new)
+            return [
+                Stmt(
+                    "accounts",
+                    "update",
+                    "UPDATE billing.accounts SET account_number = %s WHERE account_number = %s",
+                    (new, account),
+                )
+            ]
+        inv_id = self.invoices.pick(rng)
+        if inv_id is None:
+            return []
+        self.open_invoices.pop(inv_id, None)
+        return [
+            Stmt(
+                "invoices",
+                "update",
+                "UPDATE billing.invoices SET status = 'paid', amount_paid = total WHERE invoice_id = %s",
+                (inv_id,),
+            )
+        ]
+
+    def delete(self, rng: random.Random) -> Sequence[Stmt]:
+        """An invoice (lines and payments cascade) or an account with everything under it."""
+        if rng.random() < 0.6:
+            inv_id = self.invoices.pick(rng)
+            if inv_id is not None:
+                self.invoices.remove(inv_id)
+                self.open_invoices.pop(inv_id, None)
+                return [
+                    Stmt(
+                        "invoices", "delete", "DELETE FROM billing.invoices WHERE invoice_id = %s", (inv_id,)
+                    )
+                ]
+        account = self.accounts.pick(rng)
+        if account is None:
+            return []
+        self.accounts.remove(account)
+        for inv_id in list(self.invoices.children_of(account)):
+            self.open_invoices.pop(inv_id, None)
+        self.invoices.remove_children(account)
+        return [
+            Stmt("accounts", "delete", "DELETE FROM billing.accounts WHERE account_number = %s", (account,))
+        ]
