@@ -109,7 +109,7 @@ class PersonSource:
 
     def __call__(self, system: str) -> Person:
         """A person to insert into ``system``."""
-        if self._recent and self._rng.random() < 0.3:
+        if self._recent and self._rng.random() < 0.4:
             person, known = self._recent[self._rng.randrange(len(self._recent))]
             if system not in known:
                 known.add(system)
@@ -221,7 +221,7 @@ def _update_truth(path: Path, log_: TruthLog, loaders: dict[str, SystemLoad]) ->
         else:
             index[(change.system, change.schema, change.table, change.source_key)] = change
     for name, loader in loaders.items():
-        for table in loader.truth_tables():
+        for table in SYSTEMS[name].truth_tables:
             live = db.keys_as_text(loader.conn, table)
             loader.conn.commit()
             for key in [k for k in index if k[:3] == (name, table.schema, table.name) and k[3] not in live]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cdc.demo import db
 from cdc.demo.assign import Plan, plan
@@ -175,7 +175,7 @@ class SystemState:
     """A demo database as it is now."""
 
     system: str
-    marker: dict[str, object] | None  # seed parameters, if seeded by us
+    marker: dict[str, Any] | None  # seed parameters, if seeded by us
     rows: dict[str, int]
 
 

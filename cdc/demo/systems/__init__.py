@@ -17,6 +17,7 @@ class SystemSpec:
 
     name: str
     tables: tuple[Table, ...]
+    truth_tables: tuple[Table, ...]  # the customer-ish tables the truth file maps to people/orgs
     seed_rows: Callable[[World, Plan], SeedData]
     loader: type[SystemLoad]
 
@@ -27,8 +28,10 @@ class SystemSpec:
 
 
 SYSTEMS: dict[str, SystemSpec] = {
-    "crm": SystemSpec("crm", crm.TABLES, crm.seed_rows, crm.CrmLoad),
-    "erp": SystemSpec("erp", erp.TABLES, erp.seed_rows, erp.ErpLoad),
-    "shop": SystemSpec("shop", shop.TABLES, shop.seed_rows, shop.ShopLoad),
-    "billing": SystemSpec("billing", billing.TABLES, billing.seed_rows, billing.BillingLoad),
+    "crm": SystemSpec("crm", crm.TABLES, crm.TRUTH_TABLES, crm.seed_rows, crm.CrmLoad),
+    "erp": SystemSpec("erp", erp.TABLES, erp.TRUTH_TABLES, erp.seed_rows, erp.ErpLoad),
+    "shop": SystemSpec("shop", shop.TABLES, shop.TRUTH_TABLES, shop.seed_rows, shop.ShopLoad),
+    "billing": SystemSpec(
+        "billing", billing.TABLES, billing.TRUTH_TABLES, billing.seed_rows, billing.BillingLoad
+    ),
 }

@@ -236,10 +236,6 @@ class SystemLoad(ABC):
     def delete(self, rng: random.Random) -> Sequence[Stmt]:
         """Statements deleting rows (children go by ON DELETE CASCADE)."""
 
-    @abstractmethod
-    def truth_tables(self) -> Sequence[Table]:
-        """Tables whose rows the truth file maps to people."""
-
 
 def insert_stmt(table: Table, row: Row) -> Stmt:
     """The INSERT of one row dict."""

@@ -63,6 +63,8 @@ PAYMENTS = Table(
     ("payment_id",),
 )  # fmt: skip
 TABLES = (PLANS, ACCOUNTS, INVOICES, INVOICE_LINES, PAYMENTS)
+# Tables whose rows are people or organisations (the ground truth maps them).
+TRUTH_TABLES = (ACCOUNTS,)
 
 PROFILE = NoiseProfile(
     nickname=0.05,
@@ -305,10 +307,6 @@ class BillingLoad(SystemLoad):
         ).fetchone()
         self.next_account, self.next_invoice = (int(row[0]), int(row[1])) if row else (0, 0)
         self.conn.commit()
-
-    def truth_tables(self) -> Sequence[Table]:
-        """Accounts map to people or organisations."""
-        return (ACCOUNTS,)
 
     def insert(self, rng: random.Random) -> Sequence[Stmt]:
         """A new subscriber, this month's invoice with lines, or a payment of an open invoice."""

@@ -74,6 +74,8 @@ OPPORTUNITIES = Table(
     ("opportunity_id",),
 )  # fmt: skip
 TABLES = (ACCOUNTS, CONTACTS, OPPORTUNITIES)
+# Tables whose rows are people or organisations (the ground truth maps them).
+TRUTH_TABLES = (ACCOUNTS, CONTACTS)
 
 PROFILE = NoiseProfile(
     nickname=0.12,
@@ -297,10 +299,6 @@ class CrmLoad(SystemLoad):
         ).fetchone()
         self.next_opp = int(row[0]) if row else 0
         self.conn.commit()
-
-    def truth_tables(self) -> Sequence[Table]:
-        """Accounts and contacts map to people or organisations."""
-        return (ACCOUNTS, CONTACTS)
 
     def insert(self, rng: random.Random) -> Sequence[Stmt]:
         """A new private customer (account + contact), a business contact, or an opportunity."""

@@ -91,6 +91,8 @@ SALES_ORDER_ITEMS = Table(
     ("order_no", "item_no"),
 )
 TABLES = (VENDORS, MATERIALS, DEBTORS, DEBTOR_CONTACTS, SALES_ORDERS, SALES_ORDER_ITEMS)
+# Tables whose rows are people or organisations (the ground truth maps them).
+TRUTH_TABLES = (DEBTORS, DEBTOR_CONTACTS, VENDORS)
 
 PROFILE = NoiseProfile(
     nickname=0.03,
@@ -366,10 +368,6 @@ class ErpLoad(SystemLoad):
         ).fetchone()
         self.next_debtor = int(row[0]) if row else 0
         self.conn.commit()
-
-    def truth_tables(self) -> Sequence[Table]:
-        """Debtors, their contacts and vendors map to people or organisations."""
-        return (DEBTORS, DEBTOR_CONTACTS, VENDORS)
 
     def insert(self, rng: random.Random) -> Sequence[Stmt]:
         """A new private debtor, or a sales order with items for an existing debtor."""

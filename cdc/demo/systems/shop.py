@@ -79,6 +79,8 @@ ORDER_LINES = Table(
     ("order_id", "line_no"),
 )
 TABLES = (PRODUCTS, CUSTOMERS, ADDRESSES, ORDERS, ORDER_LINES)
+# Tables whose rows are people or organisations (the ground truth maps them).
+TRUTH_TABLES = (CUSTOMERS,)
 
 PROFILE = NoiseProfile(
     nickname=0.2,
@@ -307,10 +309,6 @@ class ShopLoad(SystemLoad):
         numbers = [int(s[4:]) for s in self.products if s[4:].isdigit()]
         self.next_sku = max(numbers, default=0)
         self.conn.commit()
-
-    def truth_tables(self) -> Sequence[Table]:
-        """Customers map to people."""
-        return (CUSTOMERS,)
 
     def insert(self, rng: random.Random) -> Sequence[Stmt]:
         """A sign-up (customer + billing address) or an order with lines."""
