@@ -5,8 +5,8 @@ Schemas live in ``infra/demo/<system>/schema.sql``; the ground truth (which sour
 person) is written to ``<state_dir>/demo/truth.parquet``.
 """
 
-from cdc.demo.load import LoadProgress, LoadSummary, OpMix, load
-from cdc.demo.seed import SeedSummary, SystemSeedResult, SystemState, seed, status
+from cdc.demo.loadgen import LoadProgress, LoadSummary, OpMix, load
+from cdc.demo.seeder import SeedSummary, SystemSeedResult, SystemState, seed, status
 from cdc.demo.systems import SYSTEMS
 from cdc.demo.truth import TruthRow, read_truth, truth_path
 

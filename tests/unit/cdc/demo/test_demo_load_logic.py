@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from cdc.demo.load import LoadProgress, OpMix, _pace, _Runner
+from cdc.demo.loadgen import LoadProgress, OpMix, _pace, _Runner
 from cdc.demo.systems.base import KeyPool, Stmt, SystemLoad
 
 

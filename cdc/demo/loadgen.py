@@ -200,7 +200,10 @@ class _Runner:
                 if not self.first_error:
                     self.first_error = f"{name}: {exc}"
                 log.warning("load batch on %s failed (%s); reloading its keys", name, exc)
-                loader.prepare()  # the in-memory pools assumed the batch would commit
+                # The in-memory pools assumed the batch would commit: start over from the database.
+                fresh = type(loader)(conn, loader.truth, loader.next_person)
+                fresh.prepare()
+                self.loaders[name] = fresh
                 continue
             for s in stmts:
                 self.counts[(name, s.table, s.op)] += 1
