@@ -71,14 +71,15 @@ class ConnectClient:
         """Connector classes installed on the worker."""
         return [p["class"] for p in self._call("GET", "/connector-plugins")]
 
-    def validate(self, config: dict[str, str]) -> list[str]:
+    def validate(self, name: str, config: dict[str, str]) -> list[str]:
         """Ask the connector plugin to validate ``config``; returns ``key: message`` problems."""
         plugin = config["connector.class"].rsplit(".", 1)[-1]
-        result = self.call_with_retry("PUT", f"/connector-plugins/{plugin}/config/validate", json=config)
+        body = {"name": name, **config}
+        result = self.call_with_retry("PUT", f"/connector-plugins/{plugin}/config/validate", json=body)
         problems = []
         for item in result.get("configs", []):
-            value = item.get("value", {})
-            for err in value.get("errors", []):
+            value = item.get("value") or {}
+            for err in value.get("errors") or []:
                 problems.append(f"{value.get('name')}: {err}")
         return problems
 

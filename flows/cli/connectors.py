@@ -44,7 +44,7 @@ def apply_connectors(
             )
             if created:
                 log.print(f"  {c.name}: created {len(created)} topic(s)")
-            problems = client.validate(c.rest_config())
+            problems = client.validate(c.name, c.rest_config())
             if problems:
                 raise ConfigError(f"{c.name}: Debezium rejected the config:\n  " + "\n  ".join(problems))
             client.put_config(c.name, c.rest_config())
