@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cdc.demo.assign import Plan
-from cdc.demo.systems import billing, crm, erp, shop
+from cdc.demo.systems import billing, billing_load, crm, crm_load, erp, erp_load, shop, shop_load
 from cdc.demo.systems.base import SeedData, SystemLoad, Table
 from cdc.demo.world import World
 
@@ -28,10 +28,10 @@ class SystemSpec:
 
 
 SYSTEMS: dict[str, SystemSpec] = {
-    "crm": SystemSpec("crm", crm.TABLES, crm.TRUTH_TABLES, crm.seed_rows, crm.CrmLoad),
-    "erp": SystemSpec("erp", erp.TABLES, erp.TRUTH_TABLES, erp.seed_rows, erp.ErpLoad),
-    "shop": SystemSpec("shop", shop.TABLES, shop.TRUTH_TABLES, shop.seed_rows, shop.ShopLoad),
+    "crm": SystemSpec("crm", crm.TABLES, crm.TRUTH_TABLES, crm.seed_rows, crm_load.CrmLoad),
+    "erp": SystemSpec("erp", erp.TABLES, erp.TRUTH_TABLES, erp.seed_rows, erp_load.ErpLoad),
+    "shop": SystemSpec("shop", shop.TABLES, shop.TRUTH_TABLES, shop.seed_rows, shop_load.ShopLoad),
     "billing": SystemSpec(
-        "billing", billing.TABLES, billing.TRUTH_TABLES, billing.seed_rows, billing.BillingLoad
+        "billing", billing.TABLES, billing.TRUTH_TABLES, billing.seed_rows, billing_load.BillingLoad
     ),
 }

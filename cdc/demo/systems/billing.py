@@ -11,7 +11,6 @@ import random
 import secrets
 import string
 import uuid
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from cdc.demo.countries import COUNTRIES
 from cdc.demo.formats import billing_status, epoch
 from cdc.demo.noise import NoiseProfile
 from cdc.demo.render import org_name, pick_email, pick_phone, render_name
-from cdc.demo.systems.base import Conn, KeyPool, Row, SeedData, Stmt, SystemLoad, Table, TruthLog, insert_stmt
+from cdc.demo.systems.base import Row, SeedData, Table
 from cdc.demo.world import ANCHOR, HISTORY_START, Organisation, Person, World, between
 
 SYSTEM = "billing"
@@ -93,18 +92,23 @@ _METHODS = ("card", "card", "card", "sepa_debit", "bank_transfer", "paypal")
 _ID_CHARS = string.ascii_letters + string.digits
 
 
-def _opaque_id(prefix: str, rng: random.Random | None) -> str:
-    # Seeded ids for reproducible seed data; os randomness in the load generator so reruns never collide.
+def opaque_id(prefix: str, rng: random.Random | None) -> str:
+    """A Stripe-like id (``in_8fK2...``): from ``rng`` when seeding, else from the OS.
+
+    Seeded ids keep seed data reproducible; the load generator uses OS randomness so that a rerun
+    with the same seed never collides with ids it created before.
+    """
     chars = rng.choices(_ID_CHARS, k=14) if rng else [secrets.choice(_ID_CHARS) for _ in range(14)]
     return prefix + "".join(chars)
 
 
-def _account_number(n: int) -> str:
+def account_no(n: int) -> str:
+    """Account number ``n`` (``ACC-100001`` for 1)."""
     return f"ACC-{100000 + n}"
 
 
 def _metadata(rng: random.Random, source: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"source": source, "psp_customer": _opaque_id("cus_", rng)}
+    meta: dict[str, Any] = {"source": source, "psp_customer": opaque_id("cus_", rng)}
     if rng.random() < 0.3:
         meta["crm_ref"] = f"{rng.getrandbits(32):08x}"
     if rng.random() < 0.2:
@@ -236,14 +240,14 @@ def seed_rows(world: World, plan: Plan) -> SeedData:
         org = world.orgs[i]
         holder = rng.choice(staff[org.org_id]) if org.org_id in staff and rng.random() < 0.6 else None
         row = org_account(
-            _account_number(len(accounts) + 1), org, holder, rng, between(rng, HISTORY_START, ANCHOR)
+            account_no(len(accounts) + 1), org, holder, rng, between(rng, HISTORY_START, ANCHOR)
         )
         accounts.append(row)
         data.add(ACCOUNTS, row, org.org_id, system=SYSTEM)
     for index, _copy in plan.people[SYSTEM]:
         person = world.people[index]
         created = between(rng, person.first_seen, ANCHOR)
-        row = person_account(_account_number(len(accounts) + 1), person, rng, created)
+        row = person_account(account_no(len(accounts) + 1), person, rng, created)
         accounts.append(row)
         data.add(ACCOUNTS, row, person.person_id, system=SYSTEM)
     invoice_no = 0
@@ -255,7 +259,7 @@ def seed_rows(world: World, plan: Plan) -> SeedData:
                 break
             invoice_no += 1
             inv, lines = invoice_with_lines(
-                _opaque_id("in_", rng),
+                opaque_id("in_", rng),
                 f"INV-{period.year}-{invoice_no:06d}",
                 account["account_number"],
                 account["currency"],
@@ -269,163 +273,3 @@ def seed_rows(world: World, plan: Plan) -> SeedData:
                 paid_at = datetime.fromtimestamp(inv["created"], UTC) + timedelta(hours=rng.randrange(1, 300))
                 data.add(PAYMENTS, payment(inv, rng, paid_at, uuid.UUID(int=rng.getrandbits(128), version=4)))
     return data
-
-
-class BillingLoad(SystemLoad):
-    """Load-generator operations on billing."""
-
-    system = SYSTEM
-
-    def __init__(self, conn: Conn, truth: TruthLog, next_person: Callable[[str], Person]) -> None:
-        super().__init__(conn, truth, next_person)
-        self.accounts: KeyPool[str] = KeyPool()
-        self.invoices: KeyPool[str] = KeyPool()
-        self.open_invoices: dict[str, Row] = {}
-        self.next_account = 0
-        self.next_invoice = 0
-
-    def prepare(self) -> None:
-        """Read the live keys and the counters behind account and invoice numbers."""
-        for (number,) in self.conn.execute("SELECT account_number FROM billing.accounts"):
-            self.accounts.add(number)
-        for inv_id, account, status, total, currency in self.conn.execute(
-            "SELECT invoice_id, account_number, status, total, currency FROM billing.invoices"
-        ):
-            self.invoices.add(inv_id, account)
-            if status == "open":
-                self.open_invoices[inv_id] = {
-                    "invoice_id": inv_id,
-                    "account_number": account,
-                    "total": total,
-                    "currency": currency,
-                }
-        row = self.conn.execute(
-            "SELECT coalesce(max(substr(account_number, 5)::bigint), 100000) - 100000, "
-            "(SELECT coalesce(max(substr(number, 10)::bigint), 0) FROM billing.invoices "
-            " WHERE number ~ '^INV-[0-9]{4}-[0-9]+$') "
-            "FROM billing.accounts WHERE account_number ~ '^ACC-[0-9]+$'"
-        ).fetchone()
-        self.next_account, self.next_invoice = (int(row[0]), int(row[1])) if row else (0, 0)
-        self.conn.commit()
-
-    def insert(self, rng: random.Random) -> Sequence[Stmt]:
-        """A new subscriber, this month's invoice with lines, or a payment of an open invoice."""
-        now = datetime.now(UTC)
-        roll = rng.random()
-        if roll < 0.2 and self.open_invoices:
-            inv_id = next(iter(self.open_invoices))
-            inv = self.open_invoices.pop(inv_id)
-            account = self.invoices.parent_of(inv_id)  # current number, even after a renumbering
-            if inv_id in self.invoices and account is not None:
-                inv = {**inv, "account_number": account}
-                return [insert_stmt(PAYMENTS, payment(inv, rng, now, uuid.uuid4()))]
-        account = self.accounts.pick(rng)
-        if roll < 0.45 or account is None:
-            person = self.next_person(SYSTEM)
-            self.next_account += 1
-            row = person_account(_account_number(self.next_account), person, rng, now)
-            self.accounts.add(row["account_number"])
-            self.truth.add(SYSTEM, ACCOUNTS, row, person.person_id)
-            return [insert_stmt(ACCOUNTS, row)]
-        self.next_invoice += 1
-        inv, lines = invoice_with_lines(
-            _opaque_id("in_", None), f"INV-{now.year}-{self.next_invoice:06d}", account, "eur", rng, now
-        )
-        inv["status"] = "open"
-        inv["amount_paid"] = 0
-        self.invoices.add(inv["invoice_id"], account)
-        self.open_invoices[inv["invoice_id"]] = inv
-        return [insert_stmt(INVOICES, inv), *(insert_stmt(INVOICE_LINES, line) for line in lines)]
-
-    def update(self, rng: random.Random) -> Sequence[Stmt]:
-        """Email or status alone, metadata jsonb, invoice settlement, balances, and renumbering."""
-        roll = rng.random()
-        account = self.accounts.pick(rng)
-        if account is not None and roll < 0.15:
-            return [
-                Stmt(
-                    "accounts",
-                    "update",
-                    "UPDATE billing.accounts SET email = %s WHERE account_number = %s",
-                    (f"billing{rng.randrange(1000)}@example.com", account),
-                )
-            ]
-        if account is not None and roll < 0.25:
-            return [
-                Stmt(
-                    "accounts",
-                    "update",
-                    "UPDATE billing.accounts SET status = %s, "
-                    "updated = extract(epoch from now())::bigint WHERE account_number = %s",
-                    (rng.choice(("active", "past_due", "suspended")), account),
-                )
-            ]
-        if account is not None and roll < 0.35:
-            return [
-                Stmt(
-                    "accounts",
-                    "update",
-                    "UPDATE billing.accounts SET metadata = metadata || %s WHERE account_number = %s",
-                    (f'{{"last_seen_ip": "10.0.{rng.randrange(256)}.{rng.randrange(256)}"}}', account),
-                )
-            ]
-        if account is not None and roll < 0.45:
-            return [
-                Stmt(
-                    "accounts",
-                    "update",
-                    "UPDATE billing.accounts SET balance_cents = balance_cents + %s "
-                    "WHERE account_number = %s",
-                    (rng.randrange(-5000, 5000), account),
-                )
-            ]
-        if account is not None and roll < 0.5:
-            # A primary-key change; invoices and payments follow via ON UPDATE CASCADE.
-            self.next_account += 1
-            new = _account_number(self.next_account)
-            self.accounts.rename(account, new)
-            self.invoices.reparent_children(account, new)
-            self.truth.rename(SYSTEM, ACCOUNTS, account, new)
-            return [
-                Stmt(
-                    "accounts",
-                    "update",
-                    "UPDATE billing.accounts SET account_number = %s WHERE account_number = %s",
-                    (new, account),
-                )
-            ]
-        inv_id = self.invoices.pick(rng)
-        if inv_id is None:
-            return []
-        self.open_invoices.pop(inv_id, None)
-        return [
-            Stmt(
-                "invoices",
-                "update",
-                "UPDATE billing.invoices SET status = 'paid', amount_paid = total WHERE invoice_id = %s",
-                (inv_id,),
-            )
-        ]
-
-    def delete(self, rng: random.Random) -> Sequence[Stmt]:
-        """An invoice (lines and payments cascade) or an account with everything under it."""
-        if rng.random() < 0.6:
-            inv_id = self.invoices.pick(rng)
-            if inv_id is not None:
-                self.invoices.remove(inv_id)
-                self.open_invoices.pop(inv_id, None)
-                return [
-                    Stmt(
-                        "invoices", "delete", "DELETE FROM billing.invoices WHERE invoice_id = %s", (inv_id,)
-                    )
-                ]
-        account = self.accounts.pick(rng)
-        if account is None:
-            return []
-        self.accounts.remove(account)
-        for inv_id in list(self.invoices.children_of(account)):
-            self.open_invoices.pop(inv_id, None)
-        self.invoices.remove_children(account)
-        return [
-            Stmt("accounts", "delete", "DELETE FROM billing.accounts WHERE account_number = %s", (account,))
-        ]

@@ -9,8 +9,8 @@ conventions: ASCII only, '' instead of NULL, 'A'/'I', alpha-2 countries, '0049-3
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from cdc.demo.assign import Plan
@@ -19,18 +19,7 @@ from cdc.demo.formats import erp_status, mdy, money, naive_local
 from cdc.demo.names import fold_ascii
 from cdc.demo.noise import NoiseProfile
 from cdc.demo.render import big_text, org_name, pick_email, pick_phone, render_name
-from cdc.demo.systems.base import (
-    Conn,
-    IdBlocks,
-    KeyPool,
-    Row,
-    SeedData,
-    Stmt,
-    SystemLoad,
-    Table,
-    TruthLog,
-    insert_stmt,
-)
+from cdc.demo.systems.base import Row, SeedData, Table
 from cdc.demo.world import ANCHOR, HISTORY_START, Organisation, Person, World, between
 
 SYSTEM = "erp"
@@ -125,7 +114,8 @@ _USERS = ("SMUELLER", "JDOE", "BATCH", "KWEBER", "RFC_SHOP")
 _TERMS = ("NT30", "NT14", "NT60", "PP10")
 
 
-def _debtor_no(n: int) -> str:
+def debtor_number(n: int) -> str:
+    """Debtor number ``n`` (``D100001`` for 1)."""
     return f"D{100000 + n}"
 
 
@@ -302,7 +292,7 @@ def seed_rows(world: World, plan: Plan) -> SeedData:
     org_debtors: dict[str, str] = {}
     for i in plan.orgs[SYSTEM]:
         org = world.orgs[i]
-        debtor_no = _debtor_no(len(debtors) + 1)
+        debtor_no = debtor_number(len(debtors) + 1)
         created = between(rng, HISTORY_START, ANCHOR)
         row = org_debtor(debtor_no, org, rng, created)
         data.add(DEBTORS, row, org.org_id, system=SYSTEM)
@@ -317,7 +307,7 @@ def seed_rows(world: World, plan: Plan) -> SeedData:
             row = debtor_contact(debtor_no, contact_counts[debtor_no], person, world.org(person.org_id), rng)
             data.add(DEBTOR_CONTACTS, row, person.person_id, system=SYSTEM)
             continue
-        debtor_no = _debtor_no(len(debtors) + 1)
+        debtor_no = debtor_number(len(debtors) + 1)
         row = person_debtor(debtor_no, person, rng, between(rng, person.first_seen, ANCHOR))
         data.add(DEBTORS, row, person.person_id, system=SYSTEM)
         debtors.append((debtor_no, row["currency"]))
@@ -337,130 +327,3 @@ def seed_rows(world: World, plan: Plan) -> SeedData:
             for item in items:
                 data.add(SALES_ORDER_ITEMS, item)
     return data
-
-
-class ErpLoad(SystemLoad):
-    """Load-generator operations on the ERP."""
-
-    system = SYSTEM
-
-    def __init__(self, conn: Conn, truth: TruthLog, next_person: Callable[[str], Person]) -> None:
-        super().__init__(conn, truth, next_person)
-        self.debtors: KeyPool[str] = KeyPool()
-        self.orders: KeyPool[int] = KeyPool()
-        self.materials: list[Row] = []
-        self.order_ids = IdBlocks(conn, SALES_ORDERS)
-        self.next_debtor = 0
-
-    def prepare(self) -> None:
-        """Read the live keys and the material master."""
-        for (debtor_no,) in self.conn.execute("SELECT debtor_no FROM erp.debtors"):
-            self.debtors.add(debtor_no)
-        for order_no, debtor_no in self.conn.execute("SELECT order_no, debtor_no FROM erp.sales_orders"):
-            self.orders.add(order_no, debtor_no)
-        self.materials = [
-            {"material_no": m, "net_price": p, "base_unit": u}
-            for m, p, u in self.conn.execute("SELECT material_no, net_price, base_unit FROM erp.materials")
-        ]
-        row = self.conn.execute(
-            "SELECT coalesce(max(substr(debtor_no, 2)::bigint), 100000) - 100000 FROM erp.debtors "
-            "WHERE debtor_no ~ '^D[0-9]+$'"
-        ).fetchone()
-        self.next_debtor = int(row[0]) if row else 0
-        self.conn.commit()
-
-    def insert(self, rng: random.Random) -> Sequence[Stmt]:
-        """A new private debtor, or a sales order with items for an existing debtor."""
-        now = datetime.now(UTC)
-        debtor_no = self.debtors.pick(rng)
-        if rng.random() < 0.3 or debtor_no is None or not self.materials:
-            person = self.next_person(SYSTEM)
-            self.next_debtor += 1
-            row = person_debtor(_debtor_no(self.next_debtor), person, rng, now)
-            self.debtors.add(row["debtor_no"])
-            self.truth.add(SYSTEM, DEBTORS, row, person.person_id)
-            return [insert_stmt(DEBTORS, row)]
-        order, items = order_with_items(self.order_ids.next(), debtor_no, "EUR", self.materials, rng, now)
-        self.orders.add(order["order_no"], debtor_no)
-        return [insert_stmt(SALES_ORDERS, order), *(insert_stmt(SALES_ORDER_ITEMS, i) for i in items)]
-
-    def update(self, rng: random.Random) -> Sequence[Stmt]:
-        """Phone or status alone, the long text (TOAST), an address move, an order's delivery status."""
-        roll = rng.random()
-        debtor_no = self.debtors.pick(rng)
-        if debtor_no is not None and roll < 0.25:
-            phone = f"0049-30-{rng.randrange(1_000_000, 9_999_999)}"
-            return [
-                Stmt(
-                    "debtors",
-                    "update",
-                    "UPDATE erp.debtors SET telephone = %s WHERE debtor_no = %s",
-                    (phone, debtor_no),
-                )
-            ]
-        if debtor_no is not None and roll < 0.35:
-            return [
-                Stmt(
-                    "debtors",
-                    "update",
-                    "UPDATE erp.debtors SET status = %s WHERE debtor_no = %s",
-                    (erp_status(rng.random() < 0.8), debtor_no),
-                )
-            ]
-        if debtor_no is not None and roll < 0.5:
-            return [
-                Stmt(
-                    "debtors",
-                    "update",
-                    "UPDATE erp.debtors SET long_text = %s, changed_at = localtimestamp WHERE debtor_no = %s",
-                    (big_text(rng, rng.randrange(2500, 6000)), debtor_no),
-                )
-            ]
-        if debtor_no is not None and roll < 0.65:
-            return [
-                Stmt(
-                    "debtors",
-                    "update",
-                    "UPDATE erp.debtors SET street = %s, postal_code = %s, city = %s, "
-                    "changed_at = localtimestamp WHERE debtor_no = %s",
-                    (
-                        f"Industriestrasse {rng.randrange(1, 200)}",
-                        str(rng.randrange(10000, 99999)),
-                        rng.choice(("Berlin", "Hamburg", "Muenchen", "Koeln")),
-                        debtor_no,
-                    ),
-                )
-            ]
-        order_no = self.orders.pick(rng)
-        if order_no is None:
-            return []
-        return [
-            Stmt(
-                "sales_orders",
-                "update",
-                "UPDATE erp.sales_orders SET delivery_status = %s, changed_at = localtimestamp "
-                "WHERE order_no = %s",
-                (rng.choice("BC"), order_no),
-            )
-        ]
-
-    def delete(self, rng: random.Random) -> Sequence[Stmt]:
-        """A sales order (items cascade) or a debtor with its contacts, orders and items."""
-        if rng.random() < 0.6:
-            order_no = self.orders.pick(rng)
-            if order_no is not None:
-                self.orders.remove(order_no)
-                return [
-                    Stmt(
-                        "sales_orders",
-                        "delete",
-                        "DELETE FROM erp.sales_orders WHERE order_no = %s",
-                        (order_no,),
-                    )
-                ]
-        debtor_no = self.debtors.pick(rng)
-        if debtor_no is None:
-            return []
-        self.debtors.remove(debtor_no)
-        self.orders.remove_children(debtor_no)
-        return [Stmt("debtors", "delete", "DELETE FROM erp.debtors WHERE debtor_no = %s", (debtor_no,))]
