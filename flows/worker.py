@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from bytewax.dataflow import Dataflow
+from bytewax.errors import BytewaxRuntimeError
 
 from cdc.connectors import load_connectors
 from core.errors import GoldstreamError
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BytewaxRuntimeError as exc:
+        # Bytewax turns SIGINT/SIGTERM into this error; it is a requested stop, not a failure.
+        if "signal received" in str(exc):
+            return 130
+        raise
     return 0
 
 
