@@ -17,6 +17,7 @@ from typing import Any, Literal
 from cdc.demo import db
 from cdc.demo.assign import Plan, plan
 from cdc.demo.systems import SYSTEMS, SystemSpec
+from cdc.demo.systems.base import Conn
 from cdc.demo.truth import TruthRow, read_truth, truth_path, write_truth
 from cdc.demo.world import World, build_world
 from core.settings import Settings
@@ -73,6 +74,15 @@ def spread(world: World, p: Plan) -> dict[int, int]:
     return dict(sorted(counts.items()))
 
 
+def _live_truth(conn: Conn, spec: SystemSpec, truth: list[TruthRow]) -> tuple[list[TruthRow], int]:
+    """The seed's truth rows whose source rows still exist, and how many live rows it cannot map."""
+    live: set[tuple[str, str]] = set()
+    for table in spec.truth_tables:
+        live |= {(table.name, key) for key in db.keys_as_text(conn, table)}
+    kept = [r for r in truth if (r.table, r.source_key) in live]
+    return kept, len(live) - len(kept)
+
+
 def _seed_system(
     settings: Settings, spec: SystemSpec, world: World, p: Plan, params: dict[str, int], reset: bool
 ) -> tuple[SystemSeedResult, list[TruthRow], bool]:
@@ -84,16 +94,17 @@ def _seed_system(
         same = marker is not None and all(marker.get(k) == v for k, v in params.items())
         if not reset:
             if marker is not None:
-                msg = (
-                    "already seeded"
-                    if same
-                    else f"already seeded with people={marker.get('people')} seed={marker.get('seed')}"
-                )
-                return (
-                    SystemSeedResult(spec.name, "skipped", existing, msg + "; use --reset to reseed"),
-                    data.truth,
-                    same,
-                )
+                if not same:
+                    msg = f"already seeded with people={marker.get('people')} seed={marker.get('seed')}"
+                    result = SystemSeedResult(spec.name, "skipped", existing, msg + "; use --reset to reseed")
+                    return result, data.truth, False
+                truth, unmapped = _live_truth(conn, spec, data.truth)
+                msg = "already seeded; use --reset to reseed"
+                if unmapped:
+                    # Only matters when the truth file is rebuilt: rows added later by `demo load`
+                    # belong to people the seed does not know.
+                    msg += f" ({unmapped} rows added since seeding are not in a rebuilt truth file)"
+                return SystemSeedResult(spec.name, "skipped", existing, msg), truth, True
             if any(existing.values()):
                 msg = "has rows not written by the seeder; use --reset to replace them"
                 return SystemSeedResult(spec.name, "skipped", existing, msg), data.truth, False
