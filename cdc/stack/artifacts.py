@@ -63,10 +63,28 @@ def _stamp_matches(folder: Path, digest: str) -> bool:
         return False
 
 
+def _kafka_jar(paths: StackPaths, info: PomInfo) -> Path:
+    return paths.kafka_libs / f"kafka_2.13-{info.kafka_version}.jar"
+
+
+def _plugin_jar(paths: StackPaths, info: PomInfo) -> Path:
+    version = info.debezium_version
+    return paths.plugins / "debezium-connector-postgres" / f"debezium-connector-postgres-{version}.jar"
+
+
+def _libs_ok(paths: StackPaths, info: PomInfo) -> bool:
+    # The stamp says which pom was fetched; the jar check catches a folder deleted by hand.
+    return _stamp_matches(paths.kafka_libs, info.digest) and _kafka_jar(paths, info).is_file()
+
+
+def _plugin_ok(paths: StackPaths, info: PomInfo) -> bool:
+    return _stamp_matches(paths.plugins, info.digest) and _plugin_jar(paths, info).is_file()
+
+
 def up_to_date(paths: StackPaths) -> bool:
     """True if both the libs and the plugin were fetched for the current pom."""
     info = read_pom(paths.pom)
-    return _stamp_matches(paths.kafka_libs, info.digest) and _stamp_matches(paths.plugins, info.digest)
+    return _libs_ok(paths, info) and _plugin_ok(paths, info)
 
 
 def _mvn(paths: StackPaths, args: list[str], echo: proc.Echo, what: str) -> None:
@@ -165,8 +183,8 @@ def _fetch_plugin(paths: StackPaths, info: PomInfo, echo: proc.Echo) -> None:
 def fetch(paths: StackPaths, echo: proc.Echo = proc.log_echo, *, force: bool = False) -> bool:
     """Download what is missing or stale; True if anything was fetched, False if all was up to date."""
     info = read_pom(paths.pom)
-    need_libs = force or not _stamp_matches(paths.kafka_libs, info.digest)
-    need_plugin = force or not _stamp_matches(paths.plugins, info.digest)
+    need_libs = force or not _libs_ok(paths, info)
+    need_plugin = force or not _plugin_ok(paths, info)
     if not (need_libs or need_plugin):
         echo(f"fetch: Kafka {info.kafka_version} and Debezium {info.debezium_version} already fetched")
         return False

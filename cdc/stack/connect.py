@@ -92,12 +92,12 @@ def _get_json(client: httpx.Client, path: str) -> object | None:
     return body
 
 
-def plugin_classes(settings: Settings, timeout: float = 5.0) -> list[str]:
-    """Connector classes the worker has loaded (``GET /connector-plugins``); empty if unreachable."""
+def plugin_classes(settings: Settings, timeout: float = 5.0) -> list[str] | None:
+    """Connector classes the worker has loaded (``GET /connector-plugins``); None if it does not answer."""
     with httpx.Client(base_url=settings.connect.url, timeout=timeout) as client:
         body = _get_json(client, "/connector-plugins")
     if not isinstance(body, list):
-        return []
+        return None
     return [str(item.get("class")) for item in body if isinstance(item, dict)]
 
 
@@ -129,10 +129,10 @@ def wait_ready(settings: Settings, paths: StackPaths, pid: int, timeout: float) 
         raise proc.failure("kafka connect", paths.connect_log, f"process {pid} exited during startup")
     plugins = plugin_classes(settings)
     problem = f"not ready after {time.monotonic() - started:.0f} s"
-    if plugins:
+    if plugins is not None:
         problem += (
             f": REST API is up but {POSTGRES_CONNECTOR_CLASS} is not among {len(plugins)} plugins "
-            f"(check {paths.plugins}; run `goldstream stack fetch`)"
+            f"(check {paths.plugins}; `goldstream stack fetch --force` restores it)"
         )
     else:
         problem += f": no answer from {settings.connect.url}/connector-plugins"

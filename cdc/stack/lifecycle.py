@@ -17,7 +17,7 @@ from core.settings import Settings, project_root
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Readiness budgets in seconds (measured on 2 cores: PostgreSQL ~1 s, broker ~4 s, Connect ~10 s)."""
+    """Readiness budgets in seconds; measured on 2 cores: PostgreSQL <1 s, broker 3-6 s, Connect ~4 s."""
 
     postgres: float = 60.0
     broker: float = 120.0
@@ -215,7 +215,7 @@ def status(settings: Settings) -> list[ComponentStatus]:
             pid,
             f"{pg.host}:{pg.port}",
             paths.pg_log,
-            f"{len(pg.databases)} databases, socket {paths.pg_run}" if up_pg else _why_down(pid),
+            f"databases: {', '.join(pg.databases)}" if up_pg else _why_down(pid),
         )
     )
 
@@ -243,7 +243,7 @@ def status(settings: Settings) -> list[ComponentStatus]:
             pid,
             f"{host}:{port}",
             paths.connect_log,
-            "Debezium PostgresConnector loaded" if up_connect else _why_down(pid),
+            "Debezium PostgreSQL plugin loaded" if up_connect else _why_down(pid),
         )
     )
     return rows

@@ -1,9 +1,14 @@
-"""`goldstream stack ...` commands: the local PostgreSQL + Kafka + Kafka Connect/Debezium stack."""
+"""`goldstream stack ...` commands: the local PostgreSQL + Kafka + Kafka Connect/Debezium stack.
+
+Exit codes follow :func:`flows.cli.common.friendly_errors` (2 config, 3 terminal, 4 transient);
+``status`` exits 1 when a component is down.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -11,89 +16,78 @@ from rich.table import Table
 from rich.text import Text
 
 from cdc import stack
-from core.errors import GoldstreamError
-from core.settings import Settings, load_settings
+from flows.cli.common import friendly_errors, settings
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+out = Console()
 
 
 def _echo(line: str) -> None:
-    # Plain text: log lines and paths may contain [brackets] that rich would read as markup.
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Turn goldstream errors into a red message and exit code 1 instead of a traceback."""
-    try:
-        yield
-    except GoldstreamError as exc:
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}", highlight=False)
-        err_console.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(1) from exc
-
-
-def _settings() -> Settings:
-    with _errors():
-        settings = load_settings()
-        stack.load_secrets(settings)
-    return settings
+    # Plain text, never wrapped: log lines and paths may contain [brackets] rich would read as markup.
+    out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.callback()
+@friendly_errors
 def _root() -> None:
     """Run the local stack: PostgreSQL 15, Kafka (KRaft) and Kafka Connect with Debezium. No Docker."""
-    # Every stack command starts from the same environment: the generated CDC password (if any)
-    # from <state>/secrets.env, so a Connect worker started here can resolve ${env:...}.
-    _settings()
-
-
-def _run(action: Callable[[Settings], object]) -> None:
-    settings = _settings()
-    with _errors():
-        action(settings)
+    # Every stack command starts from the same environment: settings.settings() loads the generated
+    # CDC password from <state>/secrets.env, so a Connect worker started here inherits it.
+    settings()
 
 
 @app.command()
+@friendly_errors
 def fetch(
-    force: bool = typer.Option(False, "--force", help="Download again even if the stamps match the pom."),
+    force: Annotated[bool, typer.Option("--force", help="Download again even if the stamps match.")] = False,
 ) -> None:
     """Download the Kafka/Connect jars and the Debezium PostgreSQL plugin (Maven Central)."""
-    _run(lambda s: stack.fetch(s, echo=_echo, force=force))
+    stack.fetch(settings(), echo=_echo, force=force)
 
 
 @app.command()
+@friendly_errors
 def up() -> None:
     """Start PostgreSQL, the Kafka broker and Kafka Connect (fetches first if needed). Idempotent."""
-    _run(lambda s: stack.up(s, echo=_echo))
+    stack.up(settings(), echo=_echo)
 
 
 @app.command()
+@friendly_errors
 def down(
-    purge: bool = typer.Option(
-        False, "--purge", help="Also delete everything in the state folder (data, logs, jars, secrets)."
-    ),
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete everything in the state folder (data, logs, jars).")
+    ] = False,
 ) -> None:
     """Stop Kafka Connect, the broker and PostgreSQL. Idempotent."""
-    _run(lambda s: stack.down(s, purge=purge, echo=_echo))
+    stack.down(settings(), purge=purge, echo=_echo)
+
+
+def _short(path: Path) -> str:
+    # Paths under the working directory are shown relative: the table stays readable at 80 columns.
+    try:
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
 
 
 @app.command()
+@friendly_errors
 def status() -> None:
     """Show each component; exit code 1 if any is down."""
-    settings = _settings()
-    with _errors():
-        rows = stack.status(settings)
+    rows = stack.status(settings())
     table = Table(title="goldstream local stack")
-    for column in ("component", "state", "pid", "address", "log", "detail"):
-        table.add_column(column, overflow="fold")
+    table.add_column("component", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("pid", no_wrap=True, justify="right")
+    table.add_column("address", no_wrap=True)
+    table.add_column("log", overflow="fold")
+    table.add_column("detail", overflow="fold")
     for row in rows:
-        state = "[green]up[/]" if row.up else "[red]down[/]"
+        state = Text("up", style="green") if row.up else Text("down", style="bold red")
         table.add_row(
-            row.component, state, str(row.pid or "-"), row.address, Text(str(row.log)), Text(row.detail)
+            row.component, state, str(row.pid or "-"), row.address, Text(_short(row.log)), Text(row.detail)
         )
-    console.print(table)
+    out.print(table)
     if not all(row.up for row in rows):
         raise typer.Exit(1)

@@ -8,8 +8,8 @@ set -euo pipefail
 : "${GOLDSTREAM_DATABASES:=crm erp shop billing}"
 : "${GOLDSTREAM_CDC_USER:=debezium}"
 : "${GOLDSTREAM_DB_PASSWORD:?GOLDSTREAM_DB_PASSWORD must be set for the postgres service}"
-demo_dir=/goldstream/demo
-sql_dir=/goldstream/postgres
+demo_dir=${GOLDSTREAM_DEMO_DIR:-/goldstream/demo}
+sql_dir=${GOLDSTREAM_SQL_DIR:-/goldstream/postgres}
 
 psql_su() { psql -v ON_ERROR_STOP=1 -X -q --username "$POSTGRES_USER" "$@"; }
 

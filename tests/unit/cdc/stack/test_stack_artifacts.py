@@ -40,10 +40,15 @@ def test_stamps_make_fetch_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         raise AssertionError("mvn must not run when the stamps match")
 
     monkeypatch.setattr(artifacts, "_mvn", no_maven)
-    digest = artifacts.read_pom(paths.pom).digest
+    info = artifacts.read_pom(paths.pom)
     for folder in (paths.kafka_libs, paths.plugins):
         folder.mkdir(parents=True)
-        (folder / artifacts.STAMP).write_text(digest + "\n")
+        (folder / artifacts.STAMP).write_text(info.digest + "\n")
+    assert not artifacts.up_to_date(paths)  # stamps alone are not enough: the jars must be there
+    (paths.kafka_libs / f"kafka_2.13-{info.kafka_version}.jar").touch()
+    plugin = paths.plugins / "debezium-connector-postgres"
+    plugin.mkdir()
+    (plugin / f"debezium-connector-postgres-{info.debezium_version}.jar").touch()
     assert artifacts.up_to_date(paths)
     lines: list[str] = []
     assert artifacts.fetch(paths, lines.append) is False
