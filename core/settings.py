@@ -73,6 +73,8 @@ class Settings(StrictModel):
     """Where connectors/, mappings/ and the other config folders live."""
     state_dir: Path = Path(".state")
     delta_root: Path = Path(".state/delta")
+    recovery_root: Path = Path(".state/recovery")
+    """Bytewax recovery stores, one folder per dataflow."""
     postgres: PostgresSettings = PostgresSettings()
     kafka: KafkaSettings = KafkaSettings()
     connect: ConnectSettings = ConnectSettings()
@@ -85,6 +87,7 @@ class Settings(StrictModel):
                 "config_dir": (base / self.config_dir).resolve(),
                 "state_dir": (base / self.state_dir).resolve(),
                 "delta_root": (base / self.delta_root).resolve(),
+                "recovery_root": (base / self.recovery_root).resolve(),
             }
         )
 
@@ -102,7 +105,12 @@ def project_root() -> Path:
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """Load and validate the settings file (default ``<root>/config/goldstream.yaml``)."""
+    """Load and validate the settings file.
+
+    Default: ``$GOLDSTREAM_CONFIG`` if set, else ``<root>/config/goldstream.yaml``. Relative paths
+    inside are resolved against the project root either way.
+    """
     root = project_root()
-    path = path or root / "config" / "goldstream.yaml"
+    env_path = os.environ.get("GOLDSTREAM_CONFIG")
+    path = path or (Path(env_path) if env_path else root / "config" / "goldstream.yaml")
     return load_yaml_model(path, Settings).resolved(root)

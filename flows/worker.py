@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         recovery = None
         if not args.no_recovery:
             recovery = ensure_recovery_dir(
-                settings.state_dir / "recovery" / args.flow, settings.dataflow.recovery_partitions
+                settings.recovery_root / args.flow, settings.dataflow.recovery_partitions
             )
         run_in_process(
             flow,
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def reset_recovery(settings: Settings, flow: str) -> bool:
     """Delete a flow's recovery store (offsets and state); True if there was one."""
-    path = settings.state_dir / "recovery" / flow
+    path = settings.recovery_root / flow
     if not path.exists():
         return False
     shutil.rmtree(path)

@@ -1,0 +1,115 @@
+"""Helpers for integration tests: dataflow subprocesses, waiting, reading Delta tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import polars as pl
+import yaml
+
+from core.settings import Settings
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pg_lsn(text: str) -> int:
+    """PostgreSQL ``X/Y`` LSN text as the integer Debezium reports."""
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def wait_for(what: str, fn: Callable[[], T | None], *, timeout: float = 90.0, every: float = 0.5) -> T:
+    """Poll ``fn`` until it returns something other than None/False; fail with ``what`` after ``timeout``."""
+    end = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < end:
+        last = fn()
+        if last is not None and last is not False:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def isolated_config(tmp: Path, settings: Settings, **dataflow: object) -> Path:
+    """A goldstream.yaml like the repo's, writing Delta tables and recovery state under ``tmp``."""
+    doc = yaml.safe_load((REPO / "config" / "goldstream.yaml").read_text())
+    doc["delta_root"] = str(tmp / "delta")
+    doc["recovery_root"] = str(tmp / "recovery")
+    doc["dataflow"] = {**doc.get("dataflow", {}), "metrics_port": free_port(), **dataflow}
+    path = tmp / "goldstream.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+class FlowProcess:
+    """``python -m flows.worker <flow>`` as a child process in its own process group."""
+
+    def __init__(self, config: Path, *args: str, log: Path) -> None:
+        self.config, self.args, self.log = config, args, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> FlowProcess:
+        env = {**os.environ, "GOLDSTREAM_CONFIG": str(self.config), "RUST_BACKTRACE": "0"}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "flows.worker", *self.args],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        """SIGKILL the whole process group: no shutdown hooks, no final snapshot."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        return self.proc.returncode
+
+    def __enter__(self) -> FlowProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.alive():
+            self.stop()
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def read_delta(path: Path) -> pl.DataFrame | None:
+    """The table's rows, or None while it does not exist yet."""
+    if not (path / "_delta_log").exists():
+        return None
+    return pl.read_delta(str(path))
