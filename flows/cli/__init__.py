@@ -15,7 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(stack.app, name="stack", help="The local stack: PostgreSQL, Kafka (KRaft), Kafka Connect + Debezium.")
+app.add_typer(stack.app, name="stack", help="The local stack: PostgreSQL, Kafka (KRaft), Connect + Debezium.")
 app.add_typer(connectors.app, name="connectors", help="Debezium connector configs <-> Kafka Connect.")
 app.add_typer(demo.app, name="demo", help="Demo source systems: seed and load generation.")
 app.command("run")(run.run)

@@ -67,7 +67,7 @@ class FlowProcess:
     def start(self) -> FlowProcess:
         env = {**os.environ, "GOLDSTREAM_CONFIG": str(self.config), "RUST_BACKTRACE": "0"}
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "flows.worker", *self.args],
                 cwd=REPO,
                 env=env,

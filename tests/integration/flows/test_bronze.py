@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import psycopg
 import pytest
+import yaml
 
 from cdc.connect_client import ConnectClient
 from cdc.connectors import ConnectorFile, load_connector
@@ -62,7 +63,8 @@ CASES = [
         "customers",
         "customer_id",
         "INSERT INTO public.customers (email, first_name, last_name) "
-        "VALUES ('it-' || md5(random()::text) || '@example.org', %(name)s, 'Test') RETURNING customer_id::text",
+        "VALUES ('it-' || md5(random()::text) || '@example.org', %(name)s, 'Test') "
+        "RETURNING customer_id::text",
         "UPDATE public.customers SET first_name = %(name2)s WHERE customer_id = %(key)s::bigint",
         "DELETE FROM public.customers WHERE customer_id = %(key)s::bigint",
     ),
@@ -113,7 +115,7 @@ def test_every_change_lands_once_with_op_lsn_and_values(stack: Settings, bronze_
             lsn_after = current_lsn(conn)
         made.append((case, key, lsn_before, lsn_after, name, name2))
 
-    for case, key, lsn_before, lsn_after, name, name2 in made:
+    for case, key, *_ in made:
         path = bronze_path(delta_root, case.system, case.schema, case.table)
 
         def arrived(case: Case = case, key: str = key, path: Path = path) -> pl.DataFrame | None:
@@ -172,11 +174,11 @@ def test_pre_existing_rows_arrive_as_snapshot_reads(stack: Settings, tmp_path: P
         conn_dir = tmp_path / "config" / "connectors"
         conn_dir.mkdir(parents=True)
         (conn_dir / f"{tag}.yaml").write_text(
-            __import__("yaml").safe_dump(json.loads(connector.model_dump_json(by_alias=True)))
+            yaml.safe_dump(json.loads(connector.model_dump_json(by_alias=True)))
         )
-        doc = __import__("yaml").safe_load(config.read_text())
+        doc = yaml.safe_load(config.read_text())
         doc["config_dir"] = str(tmp_path / "config")
-        config.write_text(__import__("yaml").safe_dump(doc))
+        config.write_text(yaml.safe_dump(doc))
         with FlowProcess(config, "bronze", "--no-dlq", log=tmp_path / "flow.log") as flow:
             path = bronze_path(tmp_path / "delta", tag, "public", "accounts")
 
