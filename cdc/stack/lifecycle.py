@@ -113,7 +113,15 @@ def up(
     """
     timeouts = timeouts or Timeouts()
     paths = stack_paths(settings)
-    paths.state.mkdir(parents=True, exist_ok=True)
+    with proc.exclusive(_lockfile(paths)):
+        return _up(settings, paths, timeouts, echo)
+
+
+def _lockfile(paths: StackPaths) -> Path:
+    return paths.state / ".stack.lock"
+
+
+def _up(settings: Settings, paths: StackPaths, timeouts: Timeouts, echo: proc.Echo) -> list[ComponentStart]:
     artifacts.fetch(paths, echo)
     password, generated = ensure_password(settings)
     if generated:
@@ -181,6 +189,15 @@ def down(settings: Settings, *, purge: bool = False, echo: proc.Echo = proc.log_
     ``purge`` then deletes everything in the state folder (data, logs, jars, generated secrets).
     """
     paths = stack_paths(settings)
+    with proc.exclusive(_lockfile(paths)):
+        _down(paths, echo)
+    if purge:
+        # After releasing the lock: purging deletes the lock file too.
+        _purge(paths, echo)
+    echo("stack: down")
+
+
+def _down(paths: StackPaths, echo: proc.Echo) -> None:
     connect.stop(paths, echo)
     kafka.stop(paths, echo)
     postgres.stop(paths, echo)
@@ -195,9 +212,6 @@ def down(settings: Settings, *, purge: bool = False, echo: proc.Echo = proc.log_
     ]
     if still:
         raise TerminalError(f"stack down: still running: {', '.join(still)}")
-    if purge:
-        _purge(paths, echo)
-    echo("stack: down")
 
 
 def status(settings: Settings) -> list[ComponentStatus]:

@@ -7,13 +7,14 @@ process that reused the pid).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from string import Template
 
@@ -32,6 +33,22 @@ def log_echo(line: str) -> None:
 
 # A log bigger than this is rotated to ``<name>.1`` when its process is started again.
 LOG_ROTATE_BYTES = 50 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def exclusive(lockfile: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lockfile`` (blocking) for the duration of the block.
+
+    Two ``up`` runs at once (a CLI user and a test session) would otherwise both see a component
+    down and race to start it; the loser would then fail with "port already in use".
+    """
+    lockfile.parent.mkdir(parents=True, exist_ok=True)
+    with lockfile.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def read_pid(pidfile: Path) -> int | None:

@@ -152,3 +152,22 @@ def test_write_if_changed(tmp_path: Path) -> None:
     assert proc.write_if_changed(target, "a")
     assert not proc.write_if_changed(target, "a")
     assert proc.write_if_changed(target, "b")
+
+
+def test_exclusive_serialises(tmp_path: Path) -> None:
+    import threading
+
+    lock = tmp_path / "state" / ".stack.lock"
+    order: list[str] = []
+
+    def other() -> None:
+        with proc.exclusive(lock):
+            order.append("other")
+
+    with proc.exclusive(lock):
+        thread = threading.Thread(target=other)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "other"]
