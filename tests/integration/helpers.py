@@ -58,17 +58,17 @@ def isolated_config(tmp: Path, settings: Settings, **dataflow: object) -> Path:
 
 
 class FlowProcess:
-    """``python -m flows.worker <flow>`` as a child process in its own process group."""
+    """``python -m flows.worker <args>`` (or another module) as a child in its own process group."""
 
-    def __init__(self, config: Path, *args: str, log: Path) -> None:
-        self.config, self.args, self.log = config, args, log
+    def __init__(self, config: Path, *args: str, log: Path, module: str = "flows.worker") -> None:
+        self.config, self.args, self.log, self.module = config, args, log, module
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> FlowProcess:
         env = {**os.environ, "GOLDSTREAM_CONFIG": str(self.config), "RUST_BACKTRACE": "0"}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flows.worker", *self.args],
+                [sys.executable, "-m", self.module, *self.args],
                 cwd=REPO,
                 env=env,
                 stdout=out,
@@ -106,6 +106,14 @@ class FlowProcess:
 
     def tail(self, n: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def with_connectors(config: Path, connectors_dir: Path) -> Path:
+    """Point an isolated config at another connectors folder (``<dir>/connectors``)."""
+    doc = yaml.safe_load(config.read_text())
+    doc["config_dir"] = str(connectors_dir)
+    config.write_text(yaml.safe_dump(doc))
+    return config
 
 
 def read_delta(path: Path) -> pl.DataFrame | None:
