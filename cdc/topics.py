@@ -7,6 +7,7 @@ parallelism) is ours to choose, and so that a dataflow can list every partition 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaException
@@ -82,3 +83,48 @@ def topic_partitions(bootstrap: str, topics: Iterable[str], *, timeout: float = 
             )
         out[t] = len(meta.partitions)
     return out
+
+
+def read_to_end(
+    bootstrap: str, topics: Iterable[str], *, timeout: float = 120.0
+) -> list[tuple[str, int, int, bytes | None, bytes | None]]:
+    """Every message currently in ``topics`` as ``(topic, partition, offset, key, value)``.
+
+    Reads each partition from its start up to the high watermark taken at the call (messages that
+    arrive later are not waited for), so it ends even on topics that keep receiving heartbeats.
+    For tools and tests; a dataflow never reads like this.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "goldstream-read-to-end"})
+    try:
+        md = consumer.list_topics(timeout=10)
+        ends: dict[tuple[str, int], int] = {}
+        for t in topics:
+            meta = md.topics.get(t)
+            if meta is None or meta.error is not None:
+                raise TerminalError(f"topic {t} does not exist")
+            for p in meta.partitions:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+                if high > 0:
+                    ends[(t, p)] = high
+        consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
+        out: list[tuple[str, int, int, bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                if msg.error() is not None:
+                    continue
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                assert topic is not None and partition is not None and offset is not None
+                end = ends.get((topic, partition))
+                if end is None or offset >= end:
+                    continue
+                out.append((topic, partition, offset, msg.key(), msg.value()))
+                if offset == end - 1:
+                    del ends[(topic, partition)]
+        if ends:
+            raise TransientError(f"could not read to the end of {sorted(ends)} within {timeout:.0f}s")
+        return out
+    finally:
+        consumer.close()

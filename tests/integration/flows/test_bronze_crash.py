@@ -16,11 +16,11 @@ from pathlib import Path
 
 import polars as pl
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 
 from cdc.connectors import load_connectors
 from cdc.demo import load
 from cdc.pg import admin_dsn
+from cdc.topics import read_to_end
 from core.settings import Settings
 from flows.bronze import bronze_topics
 from sinks.delta.bronze import bronze_path
@@ -31,32 +31,8 @@ KILLS = 6
 
 def kafka_change_offsets(settings: Settings, topics: list[str]) -> set[tuple[str, int, int]]:
     """Every (topic, partition, offset) of a non-tombstone message currently in ``topics``."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "crash-test"})
-    md = consumer.list_topics(timeout=10)
-    ends: dict[tuple[str, int], int] = {}
-    for t in topics:
-        for p in md.topics[t].partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
-            if high > 0:
-                ends[(t, p)] = high
-    consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
-    found: set[tuple[str, int, int]] = set()
-    remaining = dict(ends)
-    deadline = time.monotonic() + 120
-    while remaining and time.monotonic() < deadline:
-        for msg in consumer.consume(10_000, 0.5):
-            if msg.error() is not None:
-                continue
-            tp, off = (msg.topic(), msg.partition()), msg.offset()
-            if tp not in remaining or off >= ends[tp]:
-                continue
-            if msg.value() is not None:
-                found.add((tp[0], tp[1], off))
-            if off == ends[tp] - 1:
-                del remaining[tp]
-    consumer.close()
-    assert not remaining, f"could not read Kafka to the end: {remaining}"
-    return found
+    messages = read_to_end(settings.kafka.bootstrap_servers, topics)
+    return {(t, p, o) for t, p, o, _key, value in messages if value is not None}
 
 
 def quarantined_positions(delta_root: Path) -> set[tuple[str, int, int]]:
