@@ -66,6 +66,56 @@ class DataflowSettings(StrictModel):
     dlq_topic: str = "goldstream.dlq"
 
 
+ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+class DemoApiSettings(StrictModel):
+    """One demo source system's HTTP API (``cdc.demo.api``), a local service like the other components.
+
+    ``client_id`` is not a secret: it is the name the API records in ``last_modified_by`` for writes
+    made with this client's credentials (the inbound flow recognises goldstream's own writes by it).
+    The secret (CRM client secret, ERP API key) comes only from the environment variable named by
+    ``secret_env``.
+    """
+
+    host: str = "127.0.0.1"
+    port: Port = 18181
+    client_id: ClientId = "goldstream"
+    secret_env: str = "GOLDSTREAM_CRM_CLIENT_SECRET"
+    rate_limit_per_s: Annotated[float, Field(ge=0)] = 20.0
+    """Token bucket refill per client; 0 lifts the limit."""
+    rate_limit_burst: Annotated[int, Field(ge=1, le=100_000)] = 40
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self.host}:{self.port}"
+
+
+class CrmApiSettings(DemoApiSettings):
+    """The CRM's API: OAuth2 client credentials (``POST /oauth/token``)."""
+
+
+class ErpApiSettings(DemoApiSettings):
+    """The ERP's API: an ``X-API-Key`` header."""
+
+    port: Port = 18182
+    secret_env: str = "GOLDSTREAM_ERP_API_KEY"
+
+
+class DemoApisSettings(StrictModel):
+    """The demo CRM and ERP HTTP APIs (golden records are pushed back through them)."""
+
+    admin_token_env: str = "GOLDSTREAM_DEMO_API_ADMIN_TOKEN"
+    """``X-Admin-Token`` for ``/admin/*`` (fault injection, rate limit); from the environment only."""
+    token_ttl_s: Annotated[int, Field(ge=1, le=86_400)] = 3600
+    batch_max: Annotated[int, Field(ge=1, le=10_000)] = 200
+    page_size_max: Annotated[int, Field(ge=1, le=10_000)] = 500
+    db_pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+    crm: CrmApiSettings = CrmApiSettings()
+    erp: ErpApiSettings = ErpApiSettings()
+
+
 class Settings(StrictModel):
     """Everything in ``config/goldstream.yaml``."""
 
@@ -79,6 +129,7 @@ class Settings(StrictModel):
     kafka: KafkaSettings = KafkaSettings()
     connect: ConnectSettings = ConnectSettings()
     dataflow: DataflowSettings = DataflowSettings()
+    demo_apis: DemoApisSettings = DemoApisSettings()
 
     def resolved(self, base: Path) -> Settings:
         """Make relative paths absolute against ``base`` (the project root)."""
