@@ -42,6 +42,18 @@ SOURCE_TO_DELTA_SECONDS = Histogram(
 RETRIES = Counter(
     "goldstream_transient_retries_total", "Transient failures retried with backoff.", ["operation"]
 )
+SILVER_ROWS = Counter(
+    "goldstream_silver_rows_total",
+    "Canonical changes handled by a silver writer, by outcome: applied (changed a row), stale (older"
+    " than the row), superseded (a later change of the same key in the batch won), already_committed.",
+    ["entity", "outcome"],
+)
+DELTA_MAINTENANCE_SECONDS = Histogram(
+    "goldstream_delta_maintenance_seconds",
+    "Duration of one Delta maintenance step (compact, checkpoint, vacuum).",
+    ["layer", "step"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 
 def observe_many(histogram: Histogram, values: npt.ArrayLike, **labels: str) -> None:
