@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdc.demo.api import stack as demo_api
 from cdc.stack import artifacts, connect, kafka, postgres, proc
 from cdc.stack.credentials import ensure_password
 from cdc.stack.paths import StackPaths, stack_paths
@@ -22,6 +23,7 @@ class Timeouts:
     postgres: float = 60.0
     broker: float = 120.0
     connect: float = 180.0
+    demo_api: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def _warn_changed(name: str, changed: bool, running: int | None, echo: proc.Echo
 def up(
     settings: Settings, *, echo: proc.Echo = proc.log_echo, timeouts: Timeouts | None = None
 ) -> list[ComponentStart]:
-    """Fetch if needed, then start PostgreSQL, the Kafka broker and Kafka Connect, each until ready.
+    """Fetch if needed, then start PostgreSQL, the Kafka broker, Kafka Connect and the demo CRM/ERP APIs.
 
     Idempotent: running components are only re-checked; databases, role, grants and publications are
     re-ensured. Raises TerminalError naming the component and its log when something fails to start.
@@ -126,6 +128,9 @@ def _up(settings: Settings, paths: StackPaths, timeouts: Timeouts, echo: proc.Ec
     password, generated = ensure_password(settings)
     if generated:
         echo(f"secrets: generated {settings.postgres.password_env}, stored in {paths.secrets} (mode 0600)")
+    api_secrets = demo_api.ensure_secrets(settings)
+    if api_secrets:
+        echo(f"secrets: generated {', '.join(api_secrets)}, stored in {paths.secrets} (mode 0600)")
 
     results = [_up_postgres(settings, paths, timeouts, echo)]
     postgres.bootstrap(settings, paths, password, echo)
@@ -160,11 +165,28 @@ def _up(settings: Settings, paths: StackPaths, timeouts: Timeouts, echo: proc.Ec
             echo,
         )
     )
+    for system in demo_api.SYSTEMS:
+        results.append(_up_demo_api(settings, paths, system, timeouts, echo))
     summary = ", ".join(
         f"{r.component} {'running' if r.already_running else 'started'} {r.seconds:.1f} s" for r in results
     )
     echo(f"stack: up ({summary})")
     return results
+
+
+def _up_demo_api(
+    settings: Settings, paths: StackPaths, system: str, timeouts: Timeouts, echo: proc.Echo
+) -> ComponentStart:
+    # Needs only PostgreSQL; adds its columns and trigger to the system's tables on start.
+    return _ensure_component(
+        demo_api.component(system),
+        paths.demo_api_pidfile(system),
+        lambda: demo_api.running_pid(settings, paths, system),
+        demo_api.markers(settings, system),
+        lambda: demo_api.start(settings, paths, system),
+        lambda pid: demo_api.wait_ready(settings, paths, system, pid, timeouts.demo_api),
+        echo,
+    )
 
 
 def _purge(paths: StackPaths, echo: proc.Echo) -> None:
@@ -184,26 +206,30 @@ def _purge(paths: StackPaths, echo: proc.Echo) -> None:
 
 
 def down(settings: Settings, *, purge: bool = False, echo: proc.Echo = proc.log_echo) -> None:
-    """Stop Connect, then the broker, then PostgreSQL (only pids from our pid files). Idempotent.
+    """Stop the demo APIs, Connect, the broker, then PostgreSQL (only pids from our pid files). Idempotent.
 
     ``purge`` then deletes everything in the state folder (data, logs, jars, generated secrets).
     """
     paths = stack_paths(settings)
     with proc.exclusive(_lockfile(paths)):
-        _down(paths, echo)
+        _down(settings, paths, echo)
     if purge:
         # After releasing the lock: purging deletes the lock file too.
         _purge(paths, echo)
     echo("stack: down")
 
 
-def _down(paths: StackPaths, echo: proc.Echo) -> None:
+def _down(settings: Settings, paths: StackPaths, echo: proc.Echo) -> None:
+    for system in demo_api.SYSTEMS:
+        demo_api.stop(settings, paths, system, echo)
     connect.stop(paths, echo)
     kafka.stop(paths, echo)
     postgres.stop(paths, echo)
+    apis = [(demo_api.component(s), demo_api.running_pid(settings, paths, s)) for s in demo_api.SYSTEMS]
     still = [
         name
         for name, pid in (
+            *apis,
             ("connect", connect.running_pid(paths)),
             ("kafka", kafka.running_pid(paths)),
             ("postgres", postgres.running_pid(paths)),
@@ -260,6 +286,20 @@ def status(settings: Settings) -> list[ComponentStatus]:
             "Debezium PostgreSQL plugin loaded" if up_connect else _why_down(pid),
         )
     )
+    for system in demo_api.SYSTEMS:
+        api = demo_api.api_settings(settings, system)
+        pid = demo_api.running_pid(settings, paths, system)
+        body = demo_api.health(settings, system) if pid is not None else None
+        rows.append(
+            ComponentStatus(
+                demo_api.component(system),
+                body is not None,
+                pid,
+                f"{api.host}:{api.port}",
+                paths.demo_api_log(system),
+                demo_api.describe(settings, system, body) if body is not None else _why_down(pid),
+            )
+        )
     return rows
 
 

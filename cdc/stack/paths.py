@@ -160,6 +160,20 @@ class StackPaths:
         """Archives fetched from Maven before unpacking."""
         return self.state / "downloads"
 
+    # --- demo CRM / ERP APIs ---
+    @property
+    def demo_api_root(self) -> Path:
+        """Logs and pid files of the demo API services."""
+        return self.state / "demo-api"
+
+    def demo_api_log(self, system: str) -> Path:
+        """One API's stdout+stderr (uvicorn access log included)."""
+        return self.demo_api_root / f"{system}.log"
+
+    def demo_api_pidfile(self, system: str) -> Path:
+        """One API's pid file."""
+        return self.demo_api_root / f"{system}.pid"
+
     # --- secrets ---
     @property
     def secrets(self) -> Path:

@@ -66,3 +66,8 @@ CREATE TABLE IF NOT EXISTS public.opportunities (
     created_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS opportunities_account_id_idx ON public.opportunities (account_id);
+
+-- Demo CRM API (cdc/demo/api, which also adds these when it starts, plus a trigger that maintains
+-- version and last_modified_by): upsert by external id, optimistic concurrency, origin marker.
+ALTER TABLE public.accounts ADD COLUMN IF NOT EXISTS external_id text UNIQUE, ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1, ADD COLUMN IF NOT EXISTS last_modified_by text;
+ALTER TABLE public.contacts ADD COLUMN IF NOT EXISTS external_id text UNIQUE, ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1, ADD COLUMN IF NOT EXISTS last_modified_by text;

@@ -92,3 +92,7 @@ CREATE TABLE IF NOT EXISTS erp.sales_order_items (
     net_value   numeric(15, 2) NOT NULL,
     PRIMARY KEY (order_no, item_no)
 );
+
+-- Demo ERP API (cdc/demo/api, which also adds this when it starts, plus a trigger that maintains
+-- version and last_modified_by): upsert by external id, optimistic concurrency, origin marker.
+ALTER TABLE erp.debtors ADD COLUMN IF NOT EXISTS external_id text UNIQUE, ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1, ADD COLUMN IF NOT EXISTS last_modified_by text;
