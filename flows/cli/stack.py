@@ -1,4 +1,5 @@
-"""`goldstream stack ...` commands: the local PostgreSQL + Kafka + Kafka Connect/Debezium stack.
+"""`goldstream stack ...` commands: the local PostgreSQL + Kafka + Kafka Connect/Debezium stack,
+plus the demo CRM and ERP HTTP APIs.
 
 Exit codes follow :func:`flows.cli.common.friendly_errors` (2 config, 3 terminal, 4 transient);
 ``status`` exits 1 when a component is down.
@@ -30,7 +31,7 @@ def _echo(line: str) -> None:
 @app.callback()
 @friendly_errors
 def _root() -> None:
-    """Run the local stack: PostgreSQL 15, Kafka (KRaft) and Kafka Connect with Debezium. No Docker."""
+    """Run the local stack: PostgreSQL 15, Kafka (KRaft), Kafka Connect with Debezium, demo CRM/ERP APIs."""
     # Every stack command starts from the same environment: settings.settings() loads the generated
     # CDC password from <state>/secrets.env, so a Connect worker started here inherits it.
     settings()
@@ -48,7 +49,7 @@ def fetch(
 @app.command()
 @friendly_errors
 def up() -> None:
-    """Start PostgreSQL, the Kafka broker and Kafka Connect (fetches first if needed). Idempotent."""
+    """Start PostgreSQL, the broker, Kafka Connect, the demo CRM/ERP APIs (fetches if needed). Idempotent."""
     stack.up(settings(), echo=_echo)
 
 
@@ -59,7 +60,7 @@ def down(
         bool, typer.Option("--purge", help="Also delete everything in the state folder (data, logs, jars).")
     ] = False,
 ) -> None:
-    """Stop Kafka Connect, the broker and PostgreSQL. Idempotent."""
+    """Stop the demo APIs, Kafka Connect, the broker and PostgreSQL. Idempotent."""
     stack.down(settings(), purge=purge, echo=_echo)
 
 
