@@ -29,7 +29,7 @@ def settings() -> Settings:
 def test_up_is_idempotent_on_a_running_stack(settings: Settings) -> None:
     before = {row.component: row.pid for row in stack.status(settings)}
     again = stack.up(settings)
-    assert [r.component for r in again] == ["postgres", "kafka", "connect"]
+    assert [r.component for r in again] == ["postgres", "kafka", "connect", "crm-api", "erp-api"]
     assert all(r.already_running for r in again)
     assert {r.component: r.pid for r in again} == before
     # Nothing is restarted: only fetch stamps, role/grants/publication and readiness are re-checked.
@@ -38,7 +38,7 @@ def test_up_is_idempotent_on_a_running_stack(settings: Settings) -> None:
 
 def test_every_component_is_up(settings: Settings) -> None:
     rows = stack.status(settings)
-    assert [row.component for row in rows] == ["postgres", "kafka", "connect"]
+    assert [row.component for row in rows] == ["postgres", "kafka", "connect", "crm-api", "erp-api"]
     for row in rows:
         assert row.up, row
         assert row.pid is not None and row.log.is_file()
