@@ -1,0 +1,28 @@
+"""Entity resolution: pure, deterministic matching logic (no Bytewax, no I/O beyond config files).
+
+* :mod:`.config` -- ``config/matching/<entity>.yaml`` models, loading and writing;
+* :mod:`.normalize`, :mod:`.features` -- records to normalised feature values;
+* :mod:`.blocking` -- which pairs are compared;
+* :mod:`.compare` -- comparison levels and Fellegi-Sunter match weights;
+* :mod:`.cluster` -- order-free clustering of a component of the match graph;
+* :mod:`.resolver` -- the incremental resolver (upsert/delete -> entity events);
+* :mod:`.train` -- unsupervised EM training of m/u, the prior and term frequencies;
+* :mod:`.survivorship` -- golden records from cluster members, with per-field provenance.
+"""
+
+from flows.resolve.config import MatchingConfig, load_matching_config, write_matching_config
+from flows.resolve.events import EntityEvent
+from flows.resolve.resolver import ClusterExplanation, LinkExplanation, Resolver
+from flows.resolve.train import format_weights, train
+
+__all__ = [
+    "ClusterExplanation",
+    "EntityEvent",
+    "LinkExplanation",
+    "MatchingConfig",
+    "Resolver",
+    "format_weights",
+    "load_matching_config",
+    "train",
+    "write_matching_config",
+]

@@ -1,0 +1,528 @@
+"""Scoring record pairs: comparison levels, Fellegi-Sunter match weights, term-frequency adjustment.
+
+A comparison's levels are tried in order and the first that holds is the outcome. Scoring works on
+a batch of pairs at once, column-wise over the integer codes of a
+:class:`~flows.resolve.features.FeatureStore`: exact agreement and missing values are integer
+comparisons, string similarities come from ``rapidfuzz.process.cpdist`` on the values' strings, and
+each level is tested only on the pairs no earlier level claimed. Every pair's result depends on that
+pair alone, so a record scores the same whether it arrives alone or in a batch.
+
+The match weight of a pair is ``log2(prior / (1 - prior)) + sum over comparisons of log2(m / u)``
+of the level that holds, plus for levels with ``tf`` the term-frequency adjustment
+``tf_weight * log2(s2 / p_v)``: ``p_v`` is the share of training records holding the pair's value
+and ``s2 = sum p^2`` the chance that two random records agree on that feature, so a common value
+gives less evidence than an average one and a rare value more.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import DamerauLevenshtein, Jaro, JaroWinkler, Levenshtein
+
+from flows.resolve.config import Comparison, MatchingConfig, TermFrequencyTable
+from flows.resolve.features import Features, FeatureStore
+
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+IndexArray = npt.NDArray[np.intp]
+LevelArray = npt.NDArray[np.int8]
+
+SCALAR_MAX_PAIRS = 48
+"""Up to this many pairs a scoring call tests pair by pair; numpy pays off from there on."""
+
+_EPS = 1e-9
+"""Similarity thresholds are compared as ``s >= min - _EPS`` so float noise never decides a level."""
+
+_SIMILARITY: dict[str, Callable[..., Any]] = {
+    "jaro_winkler": JaroWinkler.normalized_similarity,
+    "jaro": Jaro.normalized_similarity,
+    "token_set": fuzz.token_set_ratio,
+}
+_SCALE = {"token_set": 100.0}
+_DISTANCE: dict[str, Callable[..., Any]] = {
+    "levenshtein": Levenshtein.distance,
+    "damerau_levenshtein": DamerauLevenshtein.distance,
+}
+
+
+def probability(weight: float) -> float:
+    """Match probability of a match weight (log2 Bayes factor including the prior)."""
+    if weight > 60:
+        return 1.0
+    if weight < -60:
+        return 0.0
+    bf: float = 2.0**weight
+    return bf / (1.0 + bf)
+
+
+def weight_of(prob: float) -> float:
+    """The match weight of a match probability."""
+    return math.log2(prob / (1.0 - prob))
+
+
+# -- term frequencies ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _TF:
+    counts: dict[str, int]
+    total: int
+    log_s2: float
+    min_u: float
+    share: float
+    memo: dict[str, float]
+
+    def adjustment(self, value: str | None) -> float:
+        if value is None or self.total <= 0:
+            return 0.0
+        got = self.memo.get(value)
+        if got is None:
+            p = max(self.counts.get(value, 1) / self.total, self.min_u)
+            got = self.share * (self.log_s2 - math.log2(p))
+            if len(self.memo) < 500_000:
+                self.memo[value] = got
+        return got
+
+
+def _tf(table: TermFrequencyTable, comp: Comparison) -> _TF | None:
+    if table.total <= 0:
+        return None
+    n = table.total
+    seen = sum(table.counts.values())
+    singles = max(n - seen, 0)
+    s2 = (sum(c * c for c in table.counts.values()) + singles) / (n * n)
+    return _TF(table.counts, n, math.log2(max(s2, comp.tf_min_u)), comp.tf_min_u, comp.tf_weight, {})
+
+
+# -- dates and numbers -------------------------------------------------------------------------
+
+_ORDINAL_CACHE: dict[str, float] = {}
+
+
+def _ordinal(value: str | None) -> float:
+    if value is None:
+        return math.nan
+    got = _ORDINAL_CACHE.get(value)
+    if got is None:
+        try:
+            got = float(date.fromisoformat(value[:10]).toordinal())
+        except ValueError:
+            got = math.nan
+        if len(_ORDINAL_CACHE) < 1_000_000:
+            _ORDINAL_CACHE[value] = got
+    return got
+
+
+def _number(value: str | None) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+# -- predicates ----------------------------------------------------------------------------------
+
+
+class _Pairs:
+    """A batch of pairs as two code matrices, with per-feature results cached for the call."""
+
+    __slots__ = ("_cache", "agree", "left", "n", "null", "right", "store")
+
+    def __init__(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> None:
+        self.store = store
+        self.n = len(ra)
+        self.left = store.codes[ra]
+        self.right = store.codes[rb]
+        zl, zr = self.left == 0, self.right == 0
+        self.null: BoolArray = zl | zr
+        self.agree: BoolArray = (self.left == self.right) & ~zl
+        self._cache: dict[tuple[str, int], tuple[FloatArray, BoolArray]] = {}
+
+    def strings(self, f: int, side: int, rows: IndexArray) -> npt.NDArray[np.object_]:
+        codes = (self.left if side == 0 else self.right)[rows, f]
+        return self.store.strings(f)[codes]  # type: ignore[no-any-return]
+
+    def metric(self, kind: str, f: int, rows: IndexArray) -> FloatArray:
+        """The similarity, distance or day difference of feature ``f`` for ``rows`` (computed once)."""
+        key = (kind, f)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = (np.full(self.n, np.nan), np.zeros(self.n, dtype=bool))
+            self._cache[key] = cached
+        values, have = cached
+        need = rows[~have[rows]]
+        if len(need):
+            if kind == "date_diff":
+                days = self.store.derived("ordinal", f, _ordinal)
+                values[need] = np.abs(days[self.left[need, f]] - days[self.right[need, f]])
+            else:
+                left, right = self.strings(f, 0, need), self.strings(f, 1, need)
+                if kind in _SIMILARITY:
+                    got = process.cpdist(left, right, scorer=_SIMILARITY[kind], dtype=np.float64)
+                    values[need] = got / _SCALE.get(kind, 1.0)
+                else:
+                    values[need] = process.cpdist(left, right, scorer=_DISTANCE[kind], dtype=np.int64)
+            have[need] = True
+        return values[rows]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pred:
+    kind: str
+    features: tuple[int, ...]
+    min: float | None
+    max: float | None
+    relative: bool
+
+    def test(self, pairs: _Pairs, rows: IndexArray) -> BoolArray:
+        """The predicate on the pairs ``rows``."""
+        k = self.kind
+        if k == "exact":
+            return pairs.agree[rows, self.features[0]]  # type: ignore[no-any-return]
+        if k == "any_exact":
+            fs = self.features
+            hit = np.zeros(len(rows), dtype=bool)
+            for x in fs:
+                for y in fs:
+                    if x == y:
+                        hit |= pairs.agree[rows, x]
+                        continue
+                    ok = ~(pairs.left[rows, x] == 0) & ~(pairs.right[rows, y] == 0) & ~hit
+                    sub = rows[ok]
+                    if len(sub):
+                        ok[ok] = np.equal(pairs.strings(x, 0, sub), pairs.strings(y, 1, sub)).astype(bool)
+                        hit |= ok
+            return hit
+        if k == "swapped":
+            a, b = self.features
+            ok = ~pairs.null[rows, a] & ~pairs.null[rows, b]
+            sub = rows[ok]
+            if len(sub):
+                same = np.equal(pairs.strings(a, 0, sub), pairs.strings(b, 1, sub)).astype(bool)
+                same &= np.equal(pairs.strings(b, 0, sub), pairs.strings(a, 1, sub)).astype(bool)
+                ok[ok] = same
+            return ok  # type: ignore[no-any-return]
+        f = self.features[0]
+        ok = ~pairs.null[rows, f]
+        sub = rows[ok]
+        if not len(sub):
+            return ok  # type: ignore[no-any-return]
+        if k == "numeric_diff":
+            assert self.max is not None
+            nums = pairs.store.derived("number", f, _number)
+            ln, rn = nums[pairs.left[sub, f]], nums[pairs.right[sub, f]]
+            limit = self.max * np.maximum(np.abs(ln), np.abs(rn)) if self.relative else self.max
+            with np.errstate(invalid="ignore"):
+                ok[ok] = np.abs(ln - rn) <= limit + 1e-12
+            return ok  # type: ignore[no-any-return]
+        m = pairs.metric(k, f, sub)
+        with np.errstate(invalid="ignore"):
+            if k in _SIMILARITY:
+                assert self.min is not None
+                ok[ok] = m >= self.min - _EPS
+            else:
+                assert self.max is not None
+                ok[ok] = m <= self.max
+        return ok  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    null: tuple[int, ...] | None
+    null_all: bool
+    preds: tuple[_Pred, ...]
+    weight: float
+    tf_feature: int | None
+    tf: _TF | None
+
+    def test(self, pairs: _Pairs, rows: IndexArray) -> BoolArray:
+        if self.null is not None:
+            sel = pairs.null[np.ix_(rows, np.asarray(self.null, dtype=np.intp))]
+            return np.asarray(sel.all(axis=1) if self.null_all else sel.any(axis=1), dtype=bool)
+        mask = self.preds[0].test(pairs, rows)
+        for p in self.preds[1:]:
+            sub = np.flatnonzero(mask)
+            if not len(sub):
+                break
+            mask[sub] = p.test(pairs, rows[sub])
+        return mask
+
+
+# -- the same tests for one pair at a time ----------------------------------------------------
+
+Codes = Sequence[int]
+Strings = Sequence[npt.NDArray[np.object_]]
+PairTest = Callable[[Codes, Codes, Strings], bool]
+
+
+def _compile_one(p: _Pred) -> PairTest:
+    """:meth:`_Pred.test` for a single pair of code rows (``strs``: each feature's value strings)."""
+    kind = p.kind
+    if kind == "exact":
+        f = p.features[0]
+        return lambda a, b, strs: a[f] != 0 and a[f] == b[f]
+    if kind == "any_exact":
+        fs = p.features
+
+        def any_exact(a: Codes, b: Codes, strs: Strings) -> bool:
+            for x in fs:
+                if not a[x]:
+                    continue
+                for y in fs:
+                    if b[y] and (a[x] == b[y] if x == y else strs[x][a[x]] == strs[y][b[y]]):
+                        return True
+            return False
+
+        return any_exact
+    if kind == "swapped":
+        x, y = p.features
+
+        def swapped(a: Codes, b: Codes, strs: Strings) -> bool:
+            if not (a[x] and a[y] and b[x] and b[y]):
+                return False
+            return bool(strs[x][a[x]] == strs[y][b[y]] and strs[y][a[y]] == strs[x][b[x]])
+
+        return swapped
+    f = p.features[0]
+    if kind in _SIMILARITY:
+        sim, scale = _SIMILARITY[kind], _SCALE.get(kind, 1.0)
+        assert p.min is not None
+        low = p.min - _EPS
+
+        def similar(a: Codes, b: Codes, strs: Strings) -> bool:
+            ca, cb = a[f], b[f]
+            return bool(ca and cb and float(sim(strs[f][ca], strs[f][cb])) / scale >= low)
+
+        return similar
+    assert p.max is not None
+    limit = p.max
+    if kind in _DISTANCE:
+        dist = _DISTANCE[kind]
+
+        def near(a: Codes, b: Codes, strs: Strings) -> bool:
+            ca, cb = a[f], b[f]
+            return bool(ca and cb and dist(strs[f][ca], strs[f][cb]) <= limit)
+
+        return near
+    if kind == "date_diff":
+
+        def days(a: Codes, b: Codes, strs: Strings) -> bool:
+            ca, cb = a[f], b[f]
+            return bool(ca and cb and abs(_ordinal(strs[f][ca]) - _ordinal(strs[f][cb])) <= limit)
+
+        return days
+    relative = p.relative
+
+    def numeric(a: Codes, b: Codes, strs: Strings) -> bool:
+        ca, cb = a[f], b[f]
+        if not (ca and cb):
+            return False
+        na, nb = _number(strs[f][ca]), _number(strs[f][cb])
+        bound = limit * max(abs(na), abs(nb)) if relative else limit
+        return abs(na - nb) <= bound + 1e-12
+
+    return numeric
+
+
+def _compile_level(lvl: _Level) -> PairTest:
+    if lvl.null is not None:
+        fs = lvl.null
+        if lvl.null_all:
+            return lambda a, b, strs: all(a[f] == 0 or b[f] == 0 for f in fs)
+        return lambda a, b, strs: any(a[f] == 0 or b[f] == 0 for f in fs)
+    tests = tuple(_compile_one(p) for p in lvl.preds)
+    if len(tests) == 1:
+        return tests[0]
+    return lambda a, b, strs: all(t(a, b, strs) for t in tests)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelDetail:
+    """One comparison's outcome for one pair, for explanations."""
+
+    comparison: str
+    level: str
+    weight: float
+    """log2(m/u) of the level (0 for the null level)."""
+    tf_adjustment: float
+    """The term-frequency adjustment added (0 unless the level has ``tf``)."""
+
+
+class Scorer:
+    """Compiled comparisons of one matching config."""
+
+    def __init__(self, config: MatchingConfig) -> None:
+        self.config = config
+        idx = {n: i for i, n in enumerate(config.feature_names())}
+        self.n_features = len(idx)
+        self.prior_weight = weight_of(config.prior)
+        self.comparisons: tuple[Comparison, ...] = config.comparisons
+        tables = config.term_frequencies.tables
+        self._levels: list[list[_Level]] = []
+        for comp in config.comparisons:
+            levels = []
+            for lvl in comp.levels:
+                preds = tuple(
+                    _Pred(p.kind, tuple(idx[f] for f in p.features), p.min, p.max, p.relative)
+                    for p in lvl.when
+                )
+                levels.append(
+                    _Level(
+                        null=None if lvl.missing is None else tuple(idx[f] for f in lvl.missing),
+                        null_all=lvl.missing_mode == "all",
+                        preds=preds,
+                        weight=lvl.weight(),
+                        tf_feature=None if lvl.tf is None else idx[lvl.tf],
+                        tf=_tf(tables[lvl.tf], comp) if lvl.tf is not None and lvl.tf in tables else None,
+                    )
+                )
+            self._levels.append(levels)
+        self._weights = [np.array([lv.weight for lv in lvls], dtype=np.float64) for lvls in self._levels]
+        self._tf_plan = [
+            (c, i, lv.tf_feature, lv.tf)
+            for c, lvls in enumerate(self._levels)
+            for i, lv in enumerate(lvls)
+            if lv.tf is not None and lv.tf_feature is not None
+        ]
+        self._one_plan = [
+            (len(lvls) - 1, tuple((i, _compile_level(lv)) for i, lv in enumerate(lvls[:-1])))
+            for lvls in self._levels
+        ]
+        self._weight_lists = [w.tolist() for w in self._weights]
+
+    @property
+    def n_comparisons(self) -> int:
+        """How many comparisons a pair has."""
+        return len(self._levels)
+
+    def levels(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> LevelArray:
+        """The level index of every comparison for the pairs of rows ``(ra[i], rb[i])``: shape (n, C).
+
+        Under ``SCALAR_MAX_PAIRS`` pairs the tests run pair by pair in Python (numpy's per-call cost
+        would dominate); from there on column-wise. Both give the same levels (a unit test holds them
+        to it).
+        """
+        if len(ra) <= SCALAR_MAX_PAIRS:
+            return self.levels_scalar(store, ra, rb)
+        return self.levels_vectorised(store, ra, rb)
+
+    def levels_scalar(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> LevelArray:
+        """:meth:`levels` pair by pair."""
+        n = len(ra)
+        out = np.empty((n, len(self._levels)), dtype=np.int8)
+        codes = store.codes
+        strs = [store.strings(f) for f in range(self.n_features)]
+        rows: dict[int, list[int]] = {}
+        plan = self._one_plan
+        for j, (x, y) in enumerate(zip(ra.tolist(), rb.tolist(), strict=True)):
+            a = rows.get(x)
+            if a is None:
+                a = rows[x] = codes[x].tolist()
+            b = rows.get(y)
+            if b is None:
+                b = rows[y] = codes[y].tolist()
+            res = []
+            for last, tests in plan:
+                chosen = last
+                for i, test in tests:
+                    if test(a, b, strs):
+                        chosen = i
+                        break
+                res.append(chosen)
+            out[j] = res
+        return out
+
+    def levels_vectorised(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> LevelArray:
+        """:meth:`levels` column-wise."""
+        n = len(ra)
+        out = np.empty((n, len(self._levels)), dtype=np.int8)
+        if n == 0:
+            return out
+        pairs = _Pairs(store, ra, rb)
+        everyone = np.arange(n)
+        for c, levels in enumerate(self._levels):
+            col = out[:, c]
+            col[:] = len(levels) - 1
+            undone = everyone
+            for i, lvl in enumerate(levels[:-1]):
+                hit = lvl.test(pairs, undone)
+                col[undone[hit]] = i
+                undone = undone[~hit]
+                if not len(undone):
+                    break
+        return out
+
+    def weights(self, store: FeatureStore, levels: LevelArray, ra: IndexArray) -> FloatArray:
+        """Match weight of every pair (prior included), term-frequency adjusted."""
+        n = levels.shape[0]
+        if n <= SCALAR_MAX_PAIRS:
+            return np.array(
+                [
+                    self._weight_one(store, row, r)
+                    for row, r in zip(levels.tolist(), ra.tolist(), strict=True)
+                ],
+                dtype=np.float64,
+            )
+        total = np.full(n, self.prior_weight, dtype=np.float64)
+        for c, w in enumerate(self._weights):
+            total += w[levels[:, c]]
+        for c, i, f, tf in self._tf_plan:
+            hit = np.flatnonzero(levels[:, c] == i)
+            if len(hit):
+                adj = store.derived(("tf", c, i), f, tf.adjustment)
+                total[hit] += adj[store.codes[ra[hit], f]]
+        return total
+
+    def _weight_one(self, store: FeatureStore, row: list[int], r: int) -> float:
+        """The sum :meth:`weights` makes, in the same order, for one pair."""
+        total = self.prior_weight
+        for w, i in zip(self._weight_lists, row, strict=True):
+            total += w[i]
+        for c, i, f, tf in self._tf_plan:
+            if row[c] == i:
+                code = int(store.codes[r, f])
+                total += tf.adjustment(store.strings(f)[code]) if code else 0.0
+        return total
+
+    def score(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> tuple[LevelArray, FloatArray]:
+        """Levels and match weights of the pairs of rows ``(ra[i], rb[i])``."""
+        lv = self.levels(store, ra, rb)
+        return lv, self.weights(store, lv, ra)
+
+    def score_features(
+        self, left: Sequence[Features], right: Sequence[Features]
+    ) -> tuple[LevelArray, FloatArray]:
+        """Levels and match weights of pairs given as feature tuples (tools and tests)."""
+        store = FeatureStore(self.n_features, capacity=2 * len(left) + 2)
+        ra = np.array([store.put(f"l{i}", a) for i, a in enumerate(left)], dtype=np.intp)
+        rb = np.array([store.put(f"r{i}", b) for i, b in enumerate(right)], dtype=np.intp)
+        return self.score(store, ra, rb)
+
+    def explain(self, a: Features, b: Features) -> tuple[float, list[LevelDetail]]:
+        """Match weight of one pair and its per-comparison breakdown."""
+        lv, w = self.score_features([a], [b])
+        details = []
+        for c, comp in enumerate(self.comparisons):
+            i = int(lv[0, c])
+            lvl = self._levels[c][i]
+            adj = 0.0
+            if lvl.tf is not None and lvl.tf_feature is not None:
+                adj = lvl.tf.adjustment(a[lvl.tf_feature]) if a[lvl.tf_feature] is not None else 0.0
+            details.append(LevelDetail(comp.name, comp.levels[i].label, lvl.weight, adj))
+        return float(w[0]), details
+
+    def level_labels(self, levels: bytes | Sequence[int]) -> dict[str, str]:
+        """Comparison name -> level label, for a stored level vector."""
+        return {
+            comp.name: comp.levels[int(i)].label for comp, i in zip(self.comparisons, levels, strict=True)
+        }

@@ -1,0 +1,160 @@
+import math
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.resolve.compare import SCALAR_MAX_PAIRS, Scorer, probability, weight_of
+from flows.resolve.config import MatchingConfig, TermFrequencies, TermFrequencyTable
+from flows.resolve.features import FeatureStore
+from tests.unit.flows.resolve.resolve_helpers import person_config
+
+
+def one_comparison(levels: list[dict[str, Any]], features: dict[str, Any]) -> MatchingConfig:
+    return MatchingConfig.model_validate(
+        {
+            "entity": "t",
+            "features": features,
+            "blocking": {"keys": [{"name": "k", "features": [next(iter(features))]}]},
+            "comparisons": [{"name": "c", "levels": [*levels, {"label": "else", "m": 0.1, "u": 0.9}]}],
+        }
+    )
+
+
+def level_of(config: MatchingConfig, a: dict[str, Any], b: dict[str, Any]) -> str:
+    from flows.resolve.features import FeatureExtractor
+
+    ext = FeatureExtractor(config)
+    lv, _ = Scorer(config).score_features([ext(a)], [ext(b)])
+    return config.comparisons[0].levels[int(lv[0, 0])].label
+
+
+F = {"x": {"source": "x"}, "y": {"source": "y"}}
+
+
+def test_first_level_that_holds_wins() -> None:
+    cfg = one_comparison(
+        [
+            {"label": "null", "missing": ["x"]},
+            {"label": "exact", "when": [{"exact": "x"}], "m": 0.5, "u": 0.01},
+            {"label": "jw", "when": [{"jaro_winkler": "x", "min": 0.9}], "m": 0.3, "u": 0.02},
+            {"label": "lev2", "when": [{"levenshtein": "x", "max": 2}], "m": 0.1, "u": 0.07},
+        ],
+        F,
+    )
+    assert level_of(cfg, {"x": "martha"}, {"x": "martha"}) == "exact"
+    assert level_of(cfg, {"x": "martha"}, {"x": "marhta"}) == "jw"
+    assert level_of(cfg, {"x": "abcd"}, {"x": "abxy"}) == "lev2"
+    assert level_of(cfg, {"x": "abcd"}, {"x": "wxyz"}) == "else"
+    assert level_of(cfg, {"x": None}, {"x": "martha"}) == "null"
+
+
+def test_null_level_any_or_all() -> None:
+    lv = [{"label": "null", "missing": ["x", "y"], "missing_mode": "all"}]
+    cfg = one_comparison([*lv, {"label": "x", "when": [{"exact": "x"}], "m": 0.5, "u": 0.01}], F)
+    assert level_of(cfg, {"x": "a", "y": None}, {"x": "a", "y": None}) == "x"
+    assert level_of(cfg, {"x": None, "y": None}, {"x": "a", "y": "b"}) == "null"
+    lv = [{"label": "null", "missing": ["x", "y"]}]
+    cfg = one_comparison([*lv, {"label": "x", "when": [{"exact": "x"}], "m": 0.5, "u": 0.01}], F)
+    assert level_of(cfg, {"x": "a", "y": None}, {"x": "a", "y": "b"}) == "null"
+
+
+def test_swapped_and_any_exact() -> None:
+    cfg = one_comparison(
+        [
+            {"label": "swapped", "when": [{"swapped": ["x", "y"]}], "m": 0.5, "u": 0.01},
+            {"label": "any", "when": [{"any_exact": ["x", "y"]}], "m": 0.3, "u": 0.01},
+        ],
+        F,
+    )
+    assert level_of(cfg, {"x": "ann", "y": "lee"}, {"x": "lee", "y": "ann"}) == "swapped"
+    assert level_of(cfg, {"x": "+441", "y": None}, {"x": None, "y": "+441"}) == "any"
+    assert level_of(cfg, {"x": "+441", "y": "+442"}, {"x": "+443", "y": "+444"}) == "else"
+
+
+def test_dates_and_numbers() -> None:
+    cfg = one_comparison(
+        [
+            {"label": "month", "when": [{"date_diff": "x", "max": 31}], "m": 0.5, "u": 0.01},
+            {
+                "label": "amount",
+                "when": [{"numeric_diff": "y", "max": 0.1, "relative": True}],
+                "m": 0.3,
+                "u": 0.02,
+            },
+        ],
+        {"x": {"source": "x", "ops": ["date"]}, "y": {"source": "y"}},
+    )
+    assert level_of(cfg, {"x": "2020-01-01"}, {"x": "2020-01-30"}) == "month"
+    assert level_of(cfg, {"x": "2020-01-01", "y": "100"}, {"x": "2020-03-01", "y": "95"}) == "amount"
+    assert level_of(cfg, {"x": "2020-01-01", "y": "100"}, {"x": "2020-03-01", "y": "80"}) == "else"
+
+
+def test_match_weight_is_prior_plus_level_weights() -> None:
+    cfg = person_config()
+    scorer = Scorer(cfg)
+    a = ("anna weber", "W160", "berlin", "1990-01-02", None)
+    w, details = scorer.explain(a, a)
+    expected = weight_of(cfg.prior) + sum(d.weight for d in details)
+    assert math.isclose(w, expected)
+    assert [d.level for d in details] == ["exact", "exact", "null", "exact"]
+    assert probability(w) > 0.99
+
+
+def with_name_tf(base: MatchingConfig, counts: dict[str, int]) -> MatchingConfig:
+    comps = list(base.comparisons)
+    levels = list(comps[0].levels)
+    levels[1] = levels[1].model_copy(update={"tf": "name"})
+    comps[0] = comps[0].model_copy(update={"levels": tuple(levels)})
+    tf = TermFrequencies(tables={"name": TermFrequencyTable(total=10_000, counts=counts)})
+    return base.model_copy(update={"comparisons": tuple(comps), "term_frequencies": tf})
+
+
+def test_term_frequency_common_values_count_less_than_rare_ones() -> None:
+    base = person_config()
+    cfg = with_name_tf(base, {"john smith": 500, "anna weber": 5})
+    scorer = Scorer(cfg)
+    common = ("john smith", None, None, None, None)
+    rare = ("anna weber", None, None, None, None)
+    unseen = ("zoe quist", None, None, None, None)
+    w_common, d_common = scorer.explain(common, common)
+    w_rare, _ = scorer.explain(rare, rare)
+    w_unseen, _ = scorer.explain(unseen, unseen)
+    assert w_common < w_rare < w_unseen
+    assert d_common[0].tf_adjustment < 0
+    # Without a table the level's own u applies.
+    assert scorer.explain(common, common)[0] != Scorer(base).explain(common, common)[0]
+
+
+_words = st.sampled_from(["anna", "ana", "anne", "weber", "webber", "lee", "li", "jo", "joe", ""])
+_names = st.lists(_words, min_size=0, max_size=3).map(lambda ws: " ".join(w for w in ws if w) or None)
+_dates = st.sampled_from([None, "1990-01-02", "1990-02-01", "1990-01-03", "1991-01-02", "1990-13-01"])
+_cities = st.sampled_from([None, "berlin", "bern", "paris"])
+_emails = st.sampled_from([None, "a@x.org", "b@x.org"])
+_records = st.builds(
+    lambda n, c, d, e: {"name": n, "city": c, "dob": d, "email": e}, _names, _cities, _dates, _emails
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(_records, _records), min_size=1, max_size=SCALAR_MAX_PAIRS * 3))
+def test_pair_by_pair_and_column_wise_scoring_agree_exactly(
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+) -> None:
+    from flows.resolve.features import FeatureExtractor
+
+    cfg = with_name_tf(person_config(), {"anna": 300, "anna weber": 20, "lee": 2})
+    ext = FeatureExtractor(cfg)
+    scorer = Scorer(cfg)
+    store = FeatureStore(len(cfg.features))
+    ra = np.array([store.put(f"a{i}", ext(a)) for i, (a, _) in enumerate(pairs)])
+    rb = np.array([store.put(f"b{i}", ext(b)) for i, (_, b) in enumerate(pairs)])
+    scalar = scorer.levels_scalar(store, ra, rb)
+    vector = scorer.levels_vectorised(store, ra, rb)
+    assert (scalar == vector).all()
+    n = len(pairs)
+    w_scalar = np.array([scorer.weights(store, scalar[i : i + 1], ra[i : i + 1])[0] for i in range(n)])
+    big = np.resize(np.arange(n), max(n, SCALAR_MAX_PAIRS + 1))
+    w_vector = scorer.weights(store, vector[big], ra[big])[:n]
+    assert (w_scalar == w_vector).all()
