@@ -352,8 +352,7 @@ def train_with_report(records: pl.DataFrame, config: MatchingConfig) -> tuple[Ma
 
 def _round(x: float) -> float:
     """Six significant digits, clamped inside (0, 1): stable YAML without false precision."""
-    x = min(max(x, 1e-12), 1 - 1e-9)
-    return float(f"{x:.6g}")
+    return min(max(float(f"{x:.6g}"), 1e-12), 0.999999)
 
 
 def train(records: pl.DataFrame, config: MatchingConfig) -> MatchingConfig:
