@@ -114,7 +114,9 @@ def run(kind: str, data: pl.DataFrame, truth: dict[str, str]) -> dict[str, Any]:
     from splink import DuckDBAPI
 
     t0 = time.perf_counter()
-    df = data.drop("label").rename({"id": "unique_id"}).to_pandas()
+    frame = data.drop("label")
+    frame = frame.drop("id") if "unique_id" in frame.columns else frame.rename({"id": "unique_id"})
+    df = frame.to_pandas()
     df = df.astype(object).where(df.notna(), None)
     db_api = DuckDBAPI()
     linker = _historical(db_api, df) if kind == "historical_50k" else _febrl(db_api, df)

@@ -261,89 +261,112 @@ class _Level:
 # -- the same tests for one pair at a time ----------------------------------------------------
 
 Codes = Sequence[int]
-Strings = Sequence[npt.NDArray[np.object_]]
-PairTest = Callable[[Codes, Codes, Strings], bool]
+Strings = Sequence[Sequence[str]]
+PairFunction = Callable[[Codes, Codes, Strings], tuple[tuple[int, ...], float]]
 
 
-def _compile_one(p: _Pred) -> PairTest:
-    """:meth:`_Pred.test` for a single pair of code rows (``strs``: each feature's value strings)."""
+class _Source:
+    """Python source of the per-pair function (see :func:`_pair_function`)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.env: dict[str, Any] = {"_ordinal": _ordinal, "_number": _number, "abs": abs, "max": max}
+        self.metrics: dict[tuple[str, int], str] = {}
+
+    def bind(self, prefix: str, value: object) -> str:
+        name = f"{prefix}{len(self.env)}"
+        self.env[name] = value
+        return name
+
+    def metric(self, kind: str, f: int) -> str:
+        """A local caching ``kind`` of feature ``f`` for this pair (computed on first use)."""
+        key = (kind, f)
+        if key not in self.metrics:
+            self.metrics[key] = f"m_{len(self.metrics)}"
+        return self.metrics[key]
+
+
+def _condition(p: _Pred, src: _Source) -> str:
     kind = p.kind
     if kind == "exact":
         f = p.features[0]
-        return lambda a, b, strs: a[f] != 0 and a[f] == b[f]
-    if kind == "any_exact":
-        fs = p.features
-
-        def any_exact(a: Codes, b: Codes, strs: Strings) -> bool:
-            for x in fs:
-                if not a[x]:
-                    continue
-                for y in fs:
-                    if b[y] and (a[x] == b[y] if x == y else strs[x][a[x]] == strs[y][b[y]]):
-                        return True
-            return False
-
-        return any_exact
+        return f"(a[{f}] != 0 and a[{f}] == b[{f}])"
     if kind == "swapped":
         x, y = p.features
-
-        def swapped(a: Codes, b: Codes, strs: Strings) -> bool:
-            if not (a[x] and a[y] and b[x] and b[y]):
-                return False
-            return bool(strs[x][a[x]] == strs[y][b[y]] and strs[y][a[y]] == strs[x][b[x]])
-
-        return swapped
+        return (
+            f"(a[{x}] != 0 and a[{y}] != 0 and b[{x}] != 0 and b[{y}] != 0"
+            f" and S[{x}][a[{x}]] == S[{y}][b[{y}]] and S[{y}][a[{y}]] == S[{x}][b[{x}]])"
+        )
+    if kind == "any_exact":
+        # some present value on the left equals some present value on the right
+        checks = " or ".join(
+            f"(a[{x}] != 0 and ("
+            + " or ".join(
+                f"a[{x}] == b[{y}]" if x == y else f"(b[{y}] != 0 and S[{x}][a[{x}]] == S[{y}][b[{y}]])"
+                for y in p.features
+            )
+            + "))"
+            for x in p.features
+        )
+        return f"({checks})"
     f = p.features[0]
+    present = f"a[{f}] != 0 and b[{f}] != 0"
     if kind in _SIMILARITY:
-        sim, scale = _SIMILARITY[kind], _SCALE.get(kind, 1.0)
         assert p.min is not None
-        low = p.min - _EPS
-
-        def similar(a: Codes, b: Codes, strs: Strings) -> bool:
-            ca, cb = a[f], b[f]
-            return bool(ca and cb and float(sim(strs[f][ca], strs[f][cb])) / scale >= low)
-
-        return similar
+        fn = src.bind("sim", _SIMILARITY[kind])
+        scale = _SCALE.get(kind, 1.0)
+        m = src.metric(kind, f)
+        value = f"float({fn}(S[{f}][a[{f}]], S[{f}][b[{f}]])) / {scale!r}"
+        return f"({present} and ({m} := ({m} if {m} is not None else {value})) >= {p.min - _EPS!r})"
     assert p.max is not None
-    limit = p.max
     if kind in _DISTANCE:
-        dist = _DISTANCE[kind]
-
-        def near(a: Codes, b: Codes, strs: Strings) -> bool:
-            ca, cb = a[f], b[f]
-            return bool(ca and cb and dist(strs[f][ca], strs[f][cb]) <= limit)
-
-        return near
+        fn = src.bind("dist", _DISTANCE[kind])
+        m = src.metric(kind, f)
+        value = f"{fn}(S[{f}][a[{f}]], S[{f}][b[{f}]])"
+        return f"({present} and ({m} := ({m} if {m} is not None else {value})) <= {p.max!r})"
     if kind == "date_diff":
-
-        def days(a: Codes, b: Codes, strs: Strings) -> bool:
-            ca, cb = a[f], b[f]
-            return bool(ca and cb and abs(_ordinal(strs[f][ca]) - _ordinal(strs[f][cb])) <= limit)
-
-        return days
-    relative = p.relative
-
-    def numeric(a: Codes, b: Codes, strs: Strings) -> bool:
-        ca, cb = a[f], b[f]
-        if not (ca and cb):
-            return False
-        na, nb = _number(strs[f][ca]), _number(strs[f][cb])
-        bound = limit * max(abs(na), abs(nb)) if relative else limit
-        return abs(na - nb) <= bound + 1e-12
-
-    return numeric
+        return f"({present} and abs(_ordinal(S[{f}][a[{f}]]) - _ordinal(S[{f}][b[{f}]])) <= {p.max!r})"
+    na, nb = f"_number(S[{f}][a[{f}]])", f"_number(S[{f}][b[{f}]])"
+    bound = f"{p.max!r} * max(abs({na}), abs({nb}))" if p.relative else repr(p.max)
+    return f"({present} and abs({na} - {nb}) <= {bound} + 1e-12)"
 
 
-def _compile_level(lvl: _Level) -> PairTest:
-    if lvl.null is not None:
-        fs = lvl.null
-        if lvl.null_all:
-            return lambda a, b, strs: all(a[f] == 0 or b[f] == 0 for f in fs)
-        return lambda a, b, strs: any(a[f] == 0 or b[f] == 0 for f in fs)
-    tests = tuple(_compile_one(p) for p in lvl.preds)
-    if len(tests) == 1:
-        return tests[0]
-    return lambda a, b, strs: all(t(a, b, strs) for t in tests)
+def _pair_function(
+    levels: list[list[_Level]], weights: list[list[float]], prior: float, tf_plan: list[Any]
+) -> PairFunction:
+    """Generate one flat Python function scoring a single pair: levels and match weight.
+
+    The tests and the sum are exactly those of the column-wise path (same predicates, same
+    thresholds, additions in the same order), written out without per-test function calls so one
+    record's few candidate pairs score quickly.
+    """
+    src = _Source()
+    body: list[str] = []
+    for c, lvls in enumerate(levels):
+        for i, lvl in enumerate(lvls[:-1]):
+            if lvl.null is not None:
+                parts = [f"(a[{f}] == 0 or b[{f}] == 0)" for f in lvl.null]
+                cond = (" and " if lvl.null_all else " or ").join(parts)
+            else:
+                cond = " and ".join(_condition(p, src) for p in lvl.preds)
+            body.append(f"    {'if' if i == 0 else 'elif'} {cond}:\n        c{c} = {i}")
+        if len(lvls) == 1:
+            body.append(f"    c{c} = 0")
+        else:
+            body.append(f"    else:\n        c{c} = {len(lvls) - 1}")
+    body.append(f"    w = {prior!r}")
+    for c, ws in enumerate(weights):
+        body.append(f"    w += {src.bind('W', ws)}[c{c}]")
+    for c, i, f, tf in tf_plan:
+        adj = src.bind("tf", tf.adjustment)
+        body.append(f"    if c{c} == {i} and a[{f}] != 0:\n        w += {adj}(S[{f}][a[{f}]])")
+    names = ", ".join(f"c{c}" for c in range(len(levels)))
+    body.append(f"    return ({names},), w")
+    init = [f"    {m} = None" for m in src.metrics.values()]
+    code = "def pair(a, b, S):\n" + "\n".join(init + body) + "\n"
+    exec(compile(code, "<flows.resolve.compare pair>", "exec"), src.env)
+    fn: PairFunction = src.env["pair"]
+    return fn
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,11 +417,9 @@ class Scorer:
             for i, lv in enumerate(lvls)
             if lv.tf is not None and lv.tf_feature is not None
         ]
-        self._one_plan = [
-            (len(lvls) - 1, tuple((i, _compile_level(lv)) for i, lv in enumerate(lvls[:-1])))
-            for lvls in self._levels
-        ]
-        self._weight_lists = [w.tolist() for w in self._weights]
+        self._pair = _pair_function(
+            self._levels, [w.tolist() for w in self._weights], self.prior_weight, self._tf_plan
+        )
 
     @property
     def n_comparisons(self) -> int:
@@ -406,24 +427,20 @@ class Scorer:
         return len(self._levels)
 
     def levels(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> LevelArray:
-        """The level index of every comparison for the pairs of rows ``(ra[i], rb[i])``: shape (n, C).
+        """The level index of every comparison for the pairs of rows ``(ra[i], rb[i])``: shape (n, C)."""
+        return self.score(store, ra, rb)[0]
 
-        Under ``SCALAR_MAX_PAIRS`` pairs the tests run pair by pair in Python (numpy's per-call cost
-        would dominate); from there on column-wise. Both give the same levels (a unit test holds them
-        to it).
-        """
-        if len(ra) <= SCALAR_MAX_PAIRS:
-            return self.levels_scalar(store, ra, rb)
-        return self.levels_vectorised(store, ra, rb)
-
-    def levels_scalar(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> LevelArray:
-        """:meth:`levels` pair by pair."""
+    def score_scalar(
+        self, store: FeatureStore, ra: IndexArray, rb: IndexArray
+    ) -> tuple[LevelArray, FloatArray]:
+        """:meth:`score` pair by pair (a generated function per pair)."""
         n = len(ra)
-        out = np.empty((n, len(self._levels)), dtype=np.int8)
+        levels = np.empty((n, len(self._levels)), dtype=np.int8)
+        weights = np.empty(n, dtype=np.float64)
         codes = store.codes
-        strs = [store.strings(f) for f in range(self.n_features)]
+        strs = store.string_lists()
         rows: dict[int, list[int]] = {}
-        plan = self._one_plan
+        pair = self._pair
         for j, (x, y) in enumerate(zip(ra.tolist(), rb.tolist(), strict=True)):
             a = rows.get(x)
             if a is None:
@@ -431,16 +448,8 @@ class Scorer:
             b = rows.get(y)
             if b is None:
                 b = rows[y] = codes[y].tolist()
-            res = []
-            for last, tests in plan:
-                chosen = last
-                for i, test in tests:
-                    if test(a, b, strs):
-                        chosen = i
-                        break
-                res.append(chosen)
-            out[j] = res
-        return out
+            levels[j], weights[j] = pair(a, b, strs)
+        return levels, weights
 
     def levels_vectorised(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> LevelArray:
         """:meth:`levels` column-wise."""
@@ -463,16 +472,8 @@ class Scorer:
         return out
 
     def weights(self, store: FeatureStore, levels: LevelArray, ra: IndexArray) -> FloatArray:
-        """Match weight of every pair (prior included), term-frequency adjusted."""
+        """Match weight of every pair (prior included), term-frequency adjusted (column-wise)."""
         n = levels.shape[0]
-        if n <= SCALAR_MAX_PAIRS:
-            return np.array(
-                [
-                    self._weight_one(store, row, r)
-                    for row, r in zip(levels.tolist(), ra.tolist(), strict=True)
-                ],
-                dtype=np.float64,
-            )
         total = np.full(n, self.prior_weight, dtype=np.float64)
         for c, w in enumerate(self._weights):
             total += w[levels[:, c]]
@@ -483,20 +484,21 @@ class Scorer:
                 total[hit] += adj[store.codes[ra[hit], f]]
         return total
 
-    def _weight_one(self, store: FeatureStore, row: list[int], r: int) -> float:
-        """The sum :meth:`weights` makes, in the same order, for one pair."""
-        total = self.prior_weight
-        for w, i in zip(self._weight_lists, row, strict=True):
-            total += w[i]
-        for c, i, f, tf in self._tf_plan:
-            if row[c] == i:
-                code = int(store.codes[r, f])
-                total += tf.adjustment(store.strings(f)[code]) if code else 0.0
-        return total
-
     def score(self, store: FeatureStore, ra: IndexArray, rb: IndexArray) -> tuple[LevelArray, FloatArray]:
-        """Levels and match weights of the pairs of rows ``(ra[i], rb[i])``."""
-        lv = self.levels(store, ra, rb)
+        """Levels and match weights of the pairs of rows ``(ra[i], rb[i])``.
+
+        Up to ``SCALAR_MAX_PAIRS`` pairs are scored one by one (numpy's per-call cost would
+        dominate), more column-wise; both give identical results (a unit test holds them to it).
+        """
+        if len(ra) <= SCALAR_MAX_PAIRS:
+            return self.score_scalar(store, ra, rb)
+        return self.score_vectorised(store, ra, rb)
+
+    def score_vectorised(
+        self, store: FeatureStore, ra: IndexArray, rb: IndexArray
+    ) -> tuple[LevelArray, FloatArray]:
+        """:meth:`score` column-wise."""
+        lv = self.levels_vectorised(store, ra, rb)
         return lv, self.weights(store, lv, ra)
 
     def score_features(

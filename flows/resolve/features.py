@@ -52,12 +52,12 @@ class FeatureExtractor:
     def __call__(self, record: Mapping[str, object]) -> Features:
         """The feature tuple of ``record`` (missing fields count as no value)."""
         out: list[str | None] = []
-        get = record.get
+        text = {f: as_text(record.get(f)) for f in self.fields}
         for (sources, run, need_all), memo in zip(self._specs, self._memo, strict=True):
             if len(sources) == 1:
-                raw = as_text(get(sources[0]))
+                raw = text[sources[0]]
             else:
-                parts = [as_text(get(s)) for s in sources]
+                parts = [text[s] for s in sources]
                 present = [p for p in parts if p is not None]
                 raw = None if not present or (need_all and len(present) != len(parts)) else " ".join(present)
             if raw is None:
@@ -89,6 +89,7 @@ class FeatureStore:
         self.codes: npt.NDArray[np.int32] = np.zeros((max(capacity, 16), n_features), dtype=np.int32)
         self.vocab: list[dict[str, int]] = [{} for _ in range(n_features)]
         self._strs: list[npt.NDArray[np.object_]] = [_object_array(16) for _ in range(n_features)]
+        self._lists: list[list[str]] = [[""] for _ in range(n_features)]
         self.row_of: dict[str, int] = {}
         self._free: list[int] = []
         self._next = 0
@@ -122,6 +123,7 @@ class FeatureStore:
                     grown[: len(arr)] = arr
                     self._strs[f] = arr = grown
                 arr[code] = v
+                self._lists[f].append(v)
             out.append(code)
         return out
 
@@ -164,6 +166,10 @@ class FeatureStore:
     def strings(self, f: int) -> npt.NDArray[np.object_]:
         """Feature ``f``'s values indexed by code (``""`` at code 0; unused slots beyond the end)."""
         return self._strs[f]
+
+    def string_lists(self) -> list[list[str]]:
+        """Every feature's values as plain lists indexed by code (fast to index one at a time)."""
+        return self._lists
 
     def derived(self, key: object, f: int, fn: Callable[[str], float]) -> npt.NDArray[np.float64]:
         """``fn`` of every value of feature ``f``, indexed by code (0 at code 0); cached under ``key``

@@ -127,13 +127,83 @@ def test_term_frequency_common_values_count_less_than_rare_ones() -> None:
     assert scorer.explain(common, common)[0] != Scorer(base).explain(common, common)[0]
 
 
+def every_kind_config() -> MatchingConfig:
+    """One comparison per predicate kind (and both null modes), to hold both scoring paths to it."""
+    base = with_name_tf(person_config(), {"anna": 300, "anna weber": 20, "lee": 2})
+    extra = MatchingConfig.model_validate(
+        {
+            "entity": "t",
+            "features": {
+                "first": {"source": "name", "ops": ["first_token"]},
+                "last": {"source": "name", "ops": ["last_token"]},
+                "phone": {"source": "phone", "ops": ["phone"]},
+                "mobile": {"source": "mobile", "ops": ["phone"]},
+                "amount": {"source": "amount"},
+            },
+            "blocking": {"keys": [{"name": "k", "features": ["first"]}]},
+            "comparisons": [
+                {
+                    "name": "names",
+                    "levels": [
+                        {"label": "null", "missing": ["first", "last"], "missing_mode": "all"},
+                        {"label": "swapped", "when": [{"swapped": ["first", "last"]}], "m": 0.1, "u": 0.001},
+                        {
+                            "label": "lev1",
+                            "when": [{"damerau_levenshtein": "last", "max": 1}],
+                            "m": 0.3,
+                            "u": 0.01,
+                        },
+                        {
+                            "label": "tokens",
+                            "when": [{"token_set": "first", "min": 0.8}],
+                            "m": 0.2,
+                            "u": 0.02,
+                        },
+                        {"label": "jaro", "when": [{"jaro": "last", "min": 0.7}], "m": 0.2, "u": 0.1},
+                        {"label": "else", "m": 0.2, "u": 0.869},
+                    ],
+                },
+                {
+                    "name": "phones",
+                    "levels": [
+                        {"label": "same", "when": [{"any_exact": ["phone", "mobile"]}], "m": 0.7, "u": 0.001},
+                        {"label": "null", "missing": ["phone", "mobile"]},
+                        {"label": "else", "m": 0.3, "u": 0.999},
+                    ],
+                },
+                {
+                    "name": "amount",
+                    "levels": [
+                        {"label": "null", "missing": ["amount"]},
+                        {
+                            "label": "close",
+                            "when": [{"numeric_diff": "amount", "max": 0.1, "relative": True}],
+                        },
+                        {"label": "near", "when": [{"numeric_diff": "amount", "max": 5}], "m": 0.3, "u": 0.1},
+                        {"label": "else", "m": 0.1, "u": 0.8},
+                    ],
+                },
+            ],
+        }
+    )
+    return base.model_copy(
+        update={
+            "features": {**base.features, **extra.features},
+            "comparisons": base.comparisons + extra.comparisons,
+        }
+    )
+
+
 _words = st.sampled_from(["anna", "ana", "anne", "weber", "webber", "lee", "li", "jo", "joe", ""])
 _names = st.lists(_words, min_size=0, max_size=3).map(lambda ws: " ".join(w for w in ws if w) or None)
 _dates = st.sampled_from([None, "1990-01-02", "1990-02-01", "1990-01-03", "1991-01-02", "1990-13-01"])
 _cities = st.sampled_from([None, "berlin", "bern", "paris"])
 _emails = st.sampled_from([None, "a@x.org", "b@x.org"])
-_records = st.builds(
-    lambda n, c, d, e: {"name": n, "city": c, "dob": d, "email": e}, _names, _cities, _dates, _emails
+_phones = st.sampled_from([None, "+44 20 1234", "+44201234", "+33 1 999 999"])
+_amounts = st.sampled_from([None, "100", "95", "104.5", "20", "x"])
+_records = st.fixed_dictionaries(
+    {"name": _names, "city": _cities, "dob": _dates, "email": _emails, "phone": _phones, "mobile": _phones}
+    | {"amount": _amounts}
 )
 
 
@@ -144,17 +214,13 @@ def test_pair_by_pair_and_column_wise_scoring_agree_exactly(
 ) -> None:
     from flows.resolve.features import FeatureExtractor
 
-    cfg = with_name_tf(person_config(), {"anna": 300, "anna weber": 20, "lee": 2})
+    cfg = every_kind_config()
     ext = FeatureExtractor(cfg)
     scorer = Scorer(cfg)
     store = FeatureStore(len(cfg.features))
     ra = np.array([store.put(f"a{i}", ext(a)) for i, (a, _) in enumerate(pairs)])
     rb = np.array([store.put(f"b{i}", ext(b)) for i, (_, b) in enumerate(pairs)])
-    scalar = scorer.levels_scalar(store, ra, rb)
-    vector = scorer.levels_vectorised(store, ra, rb)
-    assert (scalar == vector).all()
-    n = len(pairs)
-    w_scalar = np.array([scorer.weights(store, scalar[i : i + 1], ra[i : i + 1])[0] for i in range(n)])
-    big = np.resize(np.arange(n), max(n, SCALAR_MAX_PAIRS + 1))
-    w_vector = scorer.weights(store, vector[big], ra[big])[:n]
-    assert (w_scalar == w_vector).all()
+    scalar_levels, scalar_weights = scorer.score_scalar(store, ra, rb)
+    vector_levels, vector_weights = scorer.score_vectorised(store, ra, rb)
+    assert (scalar_levels == vector_levels).all()
+    assert (scalar_weights == vector_weights).all()
