@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from core.configfile import StrictModel, read_yaml, validate
+from core.configfile import StrictModel, load_yaml_model, read_yaml, validate
 from core.errors import ConfigError
 from flows.resolve.normalize import parse_op
 
@@ -315,6 +315,11 @@ class MatchingConfig(StrictModel):
     def feature_names(self) -> tuple[str, ...]:
         """Feature names in declaration order (the order of a record's feature tuple)."""
         return tuple(self.features)
+
+
+def load_overrides(path: Path | str) -> Overrides:
+    """Read steward overrides kept in their own YAML file (``must_link`` / ``cannot_link`` pairs)."""
+    return load_yaml_model(Path(path), Overrides)
 
 
 def load_matching_config(path: Path | str) -> MatchingConfig:

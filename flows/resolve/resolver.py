@@ -31,7 +31,7 @@ import numpy as np
 from flows.resolve.blocking import BlockKeyer
 from flows.resolve.cluster import ClusterParams, MergeStep, cluster_component
 from flows.resolve.compare import LevelDetail, Scorer, probability, weight_of
-from flows.resolve.config import MatchingConfig
+from flows.resolve.config import MatchingConfig, Overrides
 from flows.resolve.events import EntityEvent
 from flows.resolve.features import FeatureExtractor, Features, FeatureStore
 
@@ -149,6 +149,26 @@ class Resolver:
         self._add_override(self.cannot, a, b)
         self._drop_override(self.must, a, b)
         return self._recluster({a, b}, set(), set())
+
+    def set_overrides(self, overrides: Overrides) -> list[EntityEvent]:
+        """Replace every steward decision at once (say, reloaded from an overrides table)."""
+
+        def pairs() -> set[tuple[str, str, str]]:
+            return {
+                (kind, x, y)
+                for kind, t in (("must", self.must), ("cannot", self.cannot))
+                for x, ys in t.items()
+                for y in ys
+            }
+
+        before = pairs()
+        self.must, self.cannot = {}, {}
+        for a, b in overrides.must_link:
+            self._add_override(self.must, a, b)
+        for a, b in overrides.cannot_link:
+            self._add_override(self.cannot, a, b)
+        touched = {x for _, a, b in before ^ pairs() for x in (a, b)}
+        return self._recluster(touched, set(), set())
 
     def remove_override(self, a: str, b: str) -> list[EntityEvent]:
         """Forget any steward decision about ``a`` and ``b``."""

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 from flows.resolve.config import Overrides
 from flows.resolve.events import EntityEvent
@@ -170,3 +171,18 @@ def test_batch_and_single_upserts_give_the_same_entities() -> None:
     batch = Resolver(person_config())
     batch.upsert_many(records.items())
     assert one.partition() == batch.partition()
+
+
+def test_overrides_from_a_file_replace_the_current_set(tmp_path: Path) -> None:
+    from flows.resolve.config import load_overrides
+
+    path = tmp_path / "overrides.yaml"
+    path.write_text("must_link:\n  - [x1, other]\ncannot_link:\n  - [x1, x1b]\n")
+    r = Resolver(person_config())
+    for rid, rec in [("x1", X1), ("x1b", X1B), ("other", OTHER)]:
+        r.upsert(rid, rec)
+    assert r.golden_id("x1") == r.golden_id("x1b") != r.golden_id("other")
+    r.set_overrides(load_overrides(path))
+    assert r.golden_id("x1") == r.golden_id("other") != r.golden_id("x1b")
+    r.set_overrides(Overrides())
+    assert r.golden_id("x1") == r.golden_id("x1b") != r.golden_id("other")
