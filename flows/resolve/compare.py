@@ -35,7 +35,7 @@ FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
 LevelArray = npt.NDArray[np.int8]
 
-SCALAR_MAX_PAIRS = 48
+SCALAR_MAX_PAIRS = 160
 """Up to this many pairs a scoring call tests pair by pair; numpy pays off from there on."""
 
 _EPS = 1e-9

@@ -341,10 +341,16 @@ class Resolver:
         """A block grew past the cap: drop the edges no other active block supports."""
         members = self.blocks[key]
         mset = set(members)
+        cap = self._max_block
+        active: dict[str, set[str]] = {}
+        for rid in members:
+            feats = self.store.get(rid)
+            keys = self._keys(feats) if feats is not None else ()
+            active[rid] = {k for k in keys if k != key and len(self.blocks.get(k, ())) <= cap}
         touched: set[str] = set()
         for a in members:
             for b in [b for b in self.adj.get(a, ()) if b in mset and a < b]:
-                if not self.is_candidate_pair(a, b):
+                if not active[a] & active[b]:
                     for x, y in ((a, b), (b, a)):
                         nbrs = self.adj[x]
                         del nbrs[y]
