@@ -95,7 +95,7 @@ def cluster_component(
     forced = sorted({(min(x, y), max(x, y)) for x in node_set for y in must.get(x, ()) if y in node_set})
     for a, b in forced:
         ra, rb = find(a), find(b)
-        if ra != rb and not forbidden(ra, rb):
+        if ra != rb and not (cannot and forbidden(ra, rb)):
             if trace is not None:
                 inf = float("inf")
                 trace.append(MergeStep(a, b, inf, inf, _sorted(members[ra]), _sorted(members[rb])))
@@ -109,7 +109,7 @@ def cluster_component(
     )
     for neg_w, a, b in edges:
         ra, rb = find(a), find(b)
-        if ra == rb or forbidden(ra, rb):
+        if ra == rb or (cannot and forbidden(ra, rb)):
             continue
         support = float("inf")
         if params.min_support is not None:

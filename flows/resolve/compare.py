@@ -494,6 +494,28 @@ class Scorer:
             return self.score_scalar(store, ra, rb)
         return self.score_vectorised(store, ra, rb)
 
+    def score_list(
+        self, store: FeatureStore, ra: list[int], rb: list[int]
+    ) -> list[tuple[tuple[int, ...], float]]:
+        """:meth:`score` as Python values, ``(levels, weight)`` per pair: what the resolver stores."""
+        if len(ra) > SCALAR_MAX_PAIRS:
+            lv, w = self.score_vectorised(store, np.asarray(ra, dtype=np.intp), np.asarray(rb, dtype=np.intp))
+            return list(zip(map(tuple, lv.tolist()), w.tolist(), strict=True))
+        codes = store.codes
+        strs = store.string_lists()
+        rows: dict[int, list[int]] = {}
+        pair = self._pair
+        out = []
+        for x, y in zip(ra, rb, strict=True):
+            a = rows.get(x)
+            if a is None:
+                a = rows[x] = codes[x].tolist()
+            b = rows.get(y)
+            if b is None:
+                b = rows[y] = codes[y].tolist()
+            out.append(pair(a, b, strs))
+        return out
+
     def score_vectorised(
         self, store: FeatureStore, ra: IndexArray, rb: IndexArray
     ) -> tuple[LevelArray, FloatArray]:

@@ -26,8 +26,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from flows.resolve.blocking import BlockKeyer
 from flows.resolve.cluster import ClusterParams, MergeStep, cluster_component
 from flows.resolve.compare import LevelDetail, Scorer, probability, weight_of
@@ -314,19 +312,20 @@ class Resolver:
             return set()
         ordered = list(pairs)
         row = self.store.row_of
-        ra = np.fromiter((row[a] for a, _ in ordered), dtype=np.intp, count=len(ordered))
-        rb = np.fromiter((row[b] for _, b in ordered), dtype=np.intp, count=len(ordered))
-        levels, weights = self._scorer.score(self.store, ra, rb)
+        ra = [row[a] for a, _ in ordered]
+        rb = [row[b] for _, b in ordered]
+        scored = self._scorer.score_list(self.store, ra, rb)
         self.pairs_scored += len(ordered)
         touched: set[str] = set()
         floor = self._floor
-        for i in (weights >= floor).nonzero()[0].tolist():
-            a, b = ordered[i]
-            edge = (float(weights[i]), levels[i].tobytes())
-            self.adj.setdefault(a, {})[b] = edge
-            self.adj.setdefault(b, {})[a] = edge
-            touched.add(a)
-            touched.add(b)
+        adj = self.adj
+        for (a, b), (levels, weight) in zip(ordered, scored, strict=True):
+            if weight >= floor:
+                edge = (weight, bytes(levels))
+                adj.setdefault(a, {})[b] = edge
+                adj.setdefault(b, {})[a] = edge
+                touched.add(a)
+                touched.add(b)
         return touched
 
     def _drop_edges(self, rid: str) -> list[str]:
