@@ -258,6 +258,8 @@ class SilverWriter:
         attempt = 0
         while True:
             attempt += 1
+            if attempt > self.max_attempts + 1:  # +1: a schema change costs one extra round
+                raise TransientError(f"{self.uri}: no MERGE after {attempt - 1} rounds")
             table = self._open(batch_data)
             try:
                 table.update_incremental()
