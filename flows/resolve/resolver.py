@@ -26,9 +26,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from flows.resolve.blocking import BlockKeyer
 from flows.resolve.cluster import ClusterParams, MergeStep, cluster_component
-from flows.resolve.compare import LevelDetail, Scorer, probability, weight_of
+from flows.resolve.compare import SCALAR_MAX_PAIRS, LevelDetail, Scorer, probability, weight_of
 from flows.resolve.config import MatchingConfig, Overrides
 from flows.resolve.events import EntityEvent
 from flows.resolve.features import FeatureExtractor, Features, FeatureStore
@@ -314,18 +316,36 @@ class Resolver:
         row = self.store.row_of
         ra = [row[a] for a, _ in ordered]
         rb = [row[b] for _, b in ordered]
-        scored = self._scorer.score_list(self.store, ra, rb)
         self.pairs_scored += len(ordered)
-        touched: set[str] = set()
         floor = self._floor
+        edges: list[tuple[tuple[str, str], float, bytes]]
+        if len(ordered) > SCALAR_MAX_PAIRS:
+            # Column-wise; only the pairs that become edges are turned into Python objects.
+            lv, w = self._scorer.score_vectorised(
+                self.store, np.asarray(ra, dtype=np.intp), np.asarray(rb, dtype=np.intp)
+            )
+            keep = np.flatnonzero(w >= floor)
+            width = lv.shape[1]
+            raw = lv[keep].tobytes()
+            edges = [
+                (ordered[i], weight, raw[k * width : (k + 1) * width])
+                for k, (i, weight) in enumerate(zip(keep.tolist(), w[keep].tolist(), strict=True))
+            ]
+        else:
+            scored = self._scorer.score_list(self.store, ra, rb)
+            edges = [
+                (p, weight, bytes(levels))
+                for p, (levels, weight) in zip(ordered, scored, strict=True)
+                if weight >= floor
+            ]
+        touched: set[str] = set()
         adj = self.adj
-        for (a, b), (levels, weight) in zip(ordered, scored, strict=True):
-            if weight >= floor:
-                edge = (weight, bytes(levels))
-                adj.setdefault(a, {})[b] = edge
-                adj.setdefault(b, {})[a] = edge
-                touched.add(a)
-                touched.add(b)
+        for (a, b), weight, levels in edges:
+            edge = (weight, levels)
+            adj.setdefault(a, {})[b] = edge
+            adj.setdefault(b, {})[a] = edge
+            touched.add(a)
+            touched.add(b)
         return touched
 
     def _drop_edges(self, rid: str) -> list[str]:

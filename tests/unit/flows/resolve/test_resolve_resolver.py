@@ -1,6 +1,7 @@
 import pickle
 from pathlib import Path
 
+from flows.resolve.compare import SCALAR_MAX_PAIRS
 from flows.resolve.config import Overrides
 from flows.resolve.events import EntityEvent
 from flows.resolve.resolver import Resolver
@@ -186,3 +187,20 @@ def test_overrides_from_a_file_replace_the_current_set(tmp_path: Path) -> None:
     assert r.golden_id("x1") == r.golden_id("other") != r.golden_id("x1b")
     r.set_overrides(Overrides())
     assert r.golden_id("x1") == r.golden_id("x1b") != r.golden_id("other")
+
+
+def test_big_batches_score_column_wise_and_agree_with_one_by_one() -> None:
+    # 45 records in one block: 990 candidate pairs, scored column-wise in one batch.
+    names = ["anna weber", "anna webber", "ana weber", "jo lee", "joe lee", "piotr nowak", "peter nowak"]
+    records = {
+        f"r{i:02d}": person(names[i % len(names)], "berlin" if i % 3 else None, f"1990-01-0{1 + i % 4}")
+        for i in range(45)
+    }
+    one = Resolver(person_config())
+    for rid, rec in records.items():
+        one.upsert(rid, rec)
+    batch = Resolver(person_config())
+    batch.upsert_many(records.items())
+    assert batch.stats().pairs_scored > SCALAR_MAX_PAIRS
+    assert one.partition() == batch.partition()
+    assert one.adj == batch.adj
