@@ -67,6 +67,29 @@ def state_sizes(resolver: Resolver) -> tuple[int, int]:
     return deep_size(state), len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
 
 
+def _cpu_busy() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        parts = [float(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + parts[4]
+    return sum(parts) - idle, sum(parts)
+
+
+def wait_quiet(max_wait: float = 30.0, cores: float = 0.6) -> float:
+    """Wait (up to ``max_wait`` s) until the rest of the machine uses under ``cores`` CPUs, so other
+    users' jobs disturb as few timed runs as possible; returns the cores busy when it stopped."""
+    n = os.cpu_count() or 1
+    deadline = time.monotonic() + max_wait
+    busy = float(n)
+    while time.monotonic() < deadline:
+        b0, t0 = _cpu_busy()
+        time.sleep(1.0)
+        b1, t1 = _cpu_busy()
+        busy = (b1 - b0) / max(t1 - t0, 1e-9) * n
+        if busy < cores:
+            break
+    return busy
+
+
 def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -96,6 +119,7 @@ def stream(
     """Upsert the records one at a time in ``order``; per-record latency and throughput."""
     resolver = Resolver(config)
     lat = np.empty(len(order))
+    busy = wait_quiet()
     gc.collect()
     rss0 = rss_bytes()
     load0 = load_avg()
@@ -117,6 +141,7 @@ def stream(
         "max_ms": float(lat.max() * 1e3),
         "rss_bytes_per_record": rss / n,
         "load_avg": (load0 + load_avg()) / 2,
+        "other_cores_busy_at_start": busy,
     }
 
 
@@ -125,6 +150,7 @@ def batched(
 ) -> tuple[Resolver, dict[str, float]]:
     """Upsert in micro-batches of ``BATCH`` records (the shape a dataflow step receives)."""
     resolver = Resolver(config)
+    wait_quiet()
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()
     lat = []
@@ -221,6 +247,7 @@ def evaluate(ds: Dataset, config_path: Path, orders: int, with_splink: bool, ech
         "state_bytes_per_record": pickled / n,
         "train_seconds": train_s,
         "load_avg_during_runs": statistics.median(r["load_avg"] for r in runs),
+        "other_cores_busy_at_start": statistics.median(r["other_cores_busy_at_start"] for r in runs),
     }
     if with_splink and ds.kind in ("febrl", "historical_50k"):
         echo(f"{ds.name}: Splink baseline (DuckDB)")
@@ -254,6 +281,7 @@ def scale(ds: Dataset, config_path: Path, fill: int, echo: Echo) -> dict[str, An
     rss = rss_bytes() - rss0
     echo(f"{ds.name}: filled {fill:,} records in {fill_wall:.1f} s ({fill / fill_wall:,.0f} rec/s)")
     half = fill + rest // 2
+    wait_quiet()
     load0 = load_avg()
     t0, c0 = time.perf_counter(), time.process_time()
     lat_b = []

@@ -10,19 +10,42 @@
 * :mod:`.survivorship` -- golden records from cluster members, with per-field provenance.
 """
 
-from flows.resolve.config import MatchingConfig, load_matching_config, write_matching_config
+from flows.resolve.config import (
+    MatchingConfig,
+    Overrides,
+    load_matching_config,
+    load_overrides,
+    write_matching_config,
+)
 from flows.resolve.events import EntityEvent
 from flows.resolve.resolver import ClusterExplanation, LinkExplanation, Resolver
-from flows.resolve.train import format_weights, train
+from flows.resolve.survivorship import (
+    GoldenRecord,
+    Member,
+    Provenance,
+    SurvivorshipConfig,
+    build_golden,
+    load_survivorship_config,
+)
+from flows.resolve.train import format_weights, train, train_with_report
 
 __all__ = [
     "ClusterExplanation",
     "EntityEvent",
+    "GoldenRecord",
     "LinkExplanation",
     "MatchingConfig",
+    "Member",
+    "Overrides",
+    "Provenance",
     "Resolver",
+    "SurvivorshipConfig",
+    "build_golden",
     "format_weights",
     "load_matching_config",
+    "load_overrides",
+    "load_survivorship_config",
     "train",
+    "train_with_report",
     "write_matching_config",
 ]
