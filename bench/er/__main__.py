@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.er import datasets
-from bench.er.run import evaluate, load_avg, scale
+from bench.er.run import QUIET_WAIT, evaluate, load_avg, scale
 
 DEFAULT_OUT = Path("bench/results/er.json")
 ALL_SETS = ("febrl1", "febrl2", "febrl3", "febrl4", "historical_50k", "scale")
@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--orders", type=int, default=5, help="shuffled arrival orders per set (default 5)")
     p.add_argument("--scale-records", type=int, default=120_000, help="synthetic customers for `scale`")
     p.add_argument("--scale-fill", type=int, default=100_000, help="records in state before measuring")
+    p.add_argument("--quiet-wait", type=float, default=5.0, help="max seconds to wait for a quiet machine")
     p.add_argument("--no-splink", action="store_true", help="skip the Splink baseline")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results file (default {DEFAULT_OUT})")
     return p
@@ -58,6 +59,7 @@ def rounded(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    QUIET_WAIT[0] = args.quiet_wait
     command = "python -m bench.er " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )

@@ -74,11 +74,15 @@ def _cpu_busy() -> tuple[float, float]:
     return sum(parts) - idle, sum(parts)
 
 
-def wait_quiet(max_wait: float = 30.0, cores: float = 0.6) -> float:
-    """Wait (up to ``max_wait`` s) until the rest of the machine uses under ``cores`` CPUs, so other
+QUIET_WAIT = [5.0]
+"""Seconds a timed run waits for a quiet machine (``--quiet-wait``)."""
+
+
+def wait_quiet(cores: float = 0.6) -> float:
+    """Wait (up to ``QUIET_WAIT`` s) until the rest of the machine uses under ``cores`` CPUs, so other
     users' jobs disturb as few timed runs as possible; returns the cores busy when it stopped."""
     n = os.cpu_count() or 1
-    deadline = time.monotonic() + max_wait
+    deadline = time.monotonic() + QUIET_WAIT[0]
     busy = float(n)
     while time.monotonic() < deadline:
         b0, t0 = _cpu_busy()
