@@ -8,7 +8,7 @@ import typer
 
 from cdc.topics import probe_broker
 from flows.cli.common import console, friendly_errors, settings
-from flows.engine.runner import run_cluster
+from flows.engine.runner import ensure_recovery_dir, run_cluster
 from flows.worker import FLOWS, reset_recovery
 from flows.worker import main as worker_main
 
@@ -44,6 +44,8 @@ def run(
     probe_broker(s.kafka.bootstrap_servers)
     if reset and reset_recovery(s, flow):
         console.print(f"recovery state of {flow} deleted")
+    # Created here, before any worker process starts, so the processes never race to create it.
+    ensure_recovery_dir(s.recovery_root / flow, s.dataflow.recovery_partitions)
     args = [f"--start={start}"]
     args += [f"--only={o}" for o in only or []]
     if metrics_port is not None:

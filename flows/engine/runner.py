@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,12 +32,23 @@ log = logging.getLogger(__name__)
 
 
 def ensure_recovery_dir(path: Path, partitions: int) -> Path:
-    """Create and initialise the SQLite recovery partitions once; reuse them afterwards."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Create and initialise the SQLite recovery partitions once; reuse them afterwards.
+
+    Creation is atomic (initialised in a temporary folder, then renamed into place), because the
+    processes of a cluster start at the same moment and one must never see a half-made store.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.parent / f".{path.name}.init-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        init_db_dir(staging, partitions)  # type: ignore[no-untyped-call]
+        try:
+            staging.rename(path)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another process won the race: use its store
     existing = sorted(path.glob("part-*.sqlite3"))
-    if not existing:
-        init_db_dir(path, partitions)  # type: ignore[no-untyped-call]
-    elif len(existing) != partitions:
+    if len(existing) != partitions:
         log.warning(
             "recovery store %s has %d partitions (config says %d); keeping the existing ones",
             path,

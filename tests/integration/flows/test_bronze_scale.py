@@ -41,7 +41,7 @@ def test_two_processes_then_rescale_to_one(stack: Settings, tmp_path: Path) -> N
     topics = bronze_topics(crm)
     delta, log = tmp_path / "delta", tmp_path / "flow.log"
 
-    run_until_caught_up(config, log, 2, stack, topics, delta)
+    before = run_until_caught_up(config, log, 2, stack, topics, delta)
     assert "2 process(es)" in log.read_text()
 
     with psycopg.connect(admin_dsn(stack, "crm"), autocommit=True) as conn:
@@ -51,6 +51,13 @@ def test_two_processes_then_rescale_to_one(stack: Settings, tmp_path: Path) -> N
             "FROM generate_series(1, 40) i"
         )
         conn.execute("UPDATE public.accounts SET industry = 'Scaling' WHERE name LIKE 'Rescale Test GmbH 1%'")
+    # Debezium publishes asynchronously: wait until the 40 inserts are in Kafka before resuming.
+    wait_for(
+        "the new rows on the crm topics",
+        lambda: True if len(kafka_change_offsets(stack, topics) - before) >= 40 else None,
+        timeout=120,
+        every=1,
+    )
 
     expected = run_until_caught_up(config, log, 1, stack, topics, delta)
     df = bronze_rows(delta)
