@@ -13,6 +13,8 @@ import numpy.typing as npt
 from flows.resolve.config import MatchingConfig
 from flows.resolve.normalize import chain
 
+_MISSING = object()
+
 Features = tuple[str | None, ...]
 """A record's feature values, in the config's feature order (``None``: no usable value)."""
 
@@ -44,17 +46,29 @@ class FeatureExtractor:
         self.names: tuple[str, ...] = config.feature_names()
         self.index: dict[str, int] = {n: i for i, n in enumerate(self.names)}
         self.fields: tuple[str, ...] = tuple(sorted({s for f in config.features.values() for s in f.sources}))
-        self._specs: list[tuple[tuple[str, ...], Callable[[str | None], str | None], bool]] = [
-            (f.sources, chain(f.ops), f.join == "all") for f in config.features.values()
-        ]
+        feats = list(config.features.values())
+        # A feature whose operations extend an earlier feature's (same sources) starts from that
+        # feature's value: "name_sorted" = "name" + sort_tokens normalises the name once.
+        self._specs: list[tuple[tuple[str, ...], Callable[[str | None], str | None], bool, int]] = []
+        for j, f in enumerate(feats):
+            base, rest = -1, f.ops
+            for i in range(j):
+                g = feats[i]
+                longer = base < 0 or len(g.ops) > len(feats[base].ops)
+                same_input = (g.sources, g.join) == (f.sources, f.join)
+                if same_input and len(g.ops) < len(f.ops) and f.ops[: len(g.ops)] == g.ops and longer:
+                    base, rest = i, f.ops[len(g.ops) :]
+            self._specs.append((f.sources, chain(rest), f.join == "all", base))
         self._memo: list[dict[str, str | None]] = [{} for _ in self._specs]
 
     def __call__(self, record: Mapping[str, object]) -> Features:
         """The feature tuple of ``record`` (missing fields count as no value)."""
         out: list[str | None] = []
         text = {f: as_text(record.get(f)) for f in self.fields}
-        for (sources, run, need_all), memo in zip(self._specs, self._memo, strict=True):
-            if len(sources) == 1:
+        for (sources, run, need_all, base), memo in zip(self._specs, self._memo, strict=True):
+            if base >= 0:
+                raw = out[base]
+            elif len(sources) == 1:
                 raw = text[sources[0]]
             else:
                 parts = [text[s] for s in sources]
@@ -63,15 +77,14 @@ class FeatureExtractor:
             if raw is None:
                 out.append(None)
                 continue
-            try:
-                out.append(memo[raw])
-            except KeyError:
+            value = memo.get(raw, _MISSING)
+            if value is _MISSING:
                 value = run(raw)
                 value = None if value is None else sys.intern(value)
                 if len(memo) >= self._MEMO_LIMIT:
                     memo.clear()
                 memo[raw] = value
-                out.append(value)
+            out.append(value)  # type: ignore[arg-type]
         return tuple(out)
 
 
