@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import connectors, demo, run, stack
+from flows.cli import connectors, demo, mappings, run, stack
 
 app = typer.Typer(
     name="goldstream",
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack", help="The local stack: PostgreSQL, Kafka (KRaft), Connect + Debezium.")
 app.add_typer(connectors.app, name="connectors", help="Debezium connector configs <-> Kafka Connect.")
 app.add_typer(demo.app, name="demo", help="Demo source systems: seed and load generation.")
+app.add_typer(mappings.app, name="mappings", help="Canonical mappings: validate, write the mapping doc.")
 app.command("run")(run.run)
 
 
