@@ -185,7 +185,7 @@ def main() -> None:
     echo(f"  read {results['read_after_load']}")
 
     upserts: dict[str, Any] = {}
-    for size in [int(s) for s in args.batches.split(",")]:
+    for size in [int(s) for s in args.batches.split(",") if s]:
         apply_s, cpu_s = [], []
         for _ in range(args.rounds):
             batch = gen.batch(gen.rng.choice(space, size, replace=False), delete_frac=args.delete_frac)

@@ -61,7 +61,7 @@ def test_checkpoint_is_written(tmp_path: Path) -> None:
 
 def test_vacuum_deletes_removed_files_past_retention_only(tmp_path: Path) -> None:
     small_appends(tmp_path, 6)
-    maintain(tmp_path, vacuum=False)  # compaction: 6 files are now removed from the table
+    maintain(tmp_path, vacuum=False, compact_min_files=2)  # 6 files are now removed from the table
     assert len(parquet_files(tmp_path)) == 8
     # within retention: kept (sub-hour retention keeps the versions a reader may still use)
     kept = maintain(tmp_path, compact=False, retention=timedelta(minutes=10))
@@ -75,7 +75,7 @@ def test_vacuum_deletes_removed_files_past_retention_only(tmp_path: Path) -> Non
 
 def test_sub_hour_retention_keeps_the_version_current_at_the_window_start(tmp_path: Path) -> None:
     small_appends(tmp_path, 2, partitioned=False)
-    maintain(tmp_path, vacuum=False)  # version 2: the two small files are replaced
+    maintain(tmp_path, vacuum=False, compact_min_files=2)  # version 2: the small files are replaced
     time.sleep(1.2)
     write_deltalake(str(tmp_path), pa.table({"part": ["a"], "k": ["x"]}), mode="overwrite")  # version 3
     report = maintain(tmp_path, compact=False, retention=timedelta(seconds=1))
