@@ -297,6 +297,15 @@ def test_late_toast_provider_older_than_the_stored_value_is_ignored(
     assert state(writer)["1"]["email"] == "e22"
 
 
+def test_late_change_replaces_a_kept_value_it_is_newer_than(writer: SilverWriter, src: Source) -> None:
+    """email came from lsn 1 and was kept by lsn 5 (TOAST); the late lsn 3 set it in between."""
+    writer.apply(frame(src.ev("1", 1, "c", name="n1", email="e1")))
+    writer.apply(frame(src.ev("1", 5, "u", name="n5", unavailable=("email",))))
+    writer.apply(frame(src.ev("1", 3, "u", name="n3", email="e3")))
+    row = state(writer)["1"]
+    assert (row["name"], row["email"], row["lsn"]) == ("n5", "e3", 5)
+
+
 # -- primary-key change ----------------------------------------------------------------------------
 
 
