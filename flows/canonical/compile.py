@@ -142,9 +142,13 @@ class Mapping:
         """``(system, schema, table)``."""
         return (self.system, self.schema, self.table)
 
+    def columns_used(self) -> set[str]:
+        """Source columns some field (or the key) reads."""
+        return {c for f in self.fields for c in f.columns_read} | set(self.key)
+
     def unmapped_columns(self) -> list[str]:
         """Declared source columns no field reads."""
-        used = {c for f in self.fields for c in f.columns_read} | set(self.key)
+        used = self.columns_used()
         return [c for c in self.columns if c not in used]
 
 

@@ -1,13 +1,19 @@
 """Decoding row images (Debezium ``after``/``before`` JSON text) into typed columns, detecting drift.
 
-Fast path: one vectorised ``str.json_decode`` with schema inference over the whole batch. The
-inferred struct gives the union of keys (added / removed columns) and each key's JSON type; when every
-declared column's type is compatible the struct is cast to the declared dtypes and we are done.
+Fast path (every batch whose table still looks like its mapping): one vectorised
+``str.json_decode`` with the struct dtype derived from the mapping's source columns, plus three cheap
+scans that prove nothing was dropped on the way: a regex for values whose JSON type does not fit
+their column (typed decoding would read ``5`` as ``"5"`` or truncate ``1.5``), and a per-row key
+count (typed decoding ignores unknown keys and nulls missing ones).
 
-Slow path, only for batches that need it (a retyped column, or JSON polars cannot decode): each image
-is decoded with msgspec and each value checked against its declared type individually, so a value
-that no longer fits becomes null (and, with ``evolve``, is kept in ``extras``) without touching the
-rest of the row. Policy ``ignore`` decodes exactly the same way and only drops the findings.
+Columns added or removed: decode again with schema inference, which gives the union of keys, so
+unknown columns can be reported and (policy ``evolve``) kept in ``extras``.
+
+Slow path, only for batches that need it (a value of the wrong type, or JSON polars cannot decode):
+each image is decoded with msgspec and each value checked against its declared type on its own, so a
+value that no longer fits becomes null (and, with ``evolve``, is kept in ``extras``) without
+touching the rest of the row. Policy ``ignore`` decodes exactly the same way and only drops the
+findings.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from polars._typing import PolarsDataType
 from flows.canonical.compile import Mapping
 from flows.canonical.drift import DriftFinding, json_type_name
 from flows.canonical.kinds import DECODE_DTYPE, ColumnType, json_fits
+from flows.canonical.transforms.base import const
 from flows.canonical.values import extras_json
 
 _decode_json = msgspec.json.Decoder().decode
@@ -32,6 +39,7 @@ class Decoded:
     """Declared columns of every image (decode dtypes), plus what did not fit."""
 
     frame: pl.DataFrame
+    """At least the columns the mapping reads (the fast path decodes no others)."""
     extras: pl.Series | None
     """JSON text of unknown columns and unreadable values per row (policy ``evolve``), else None."""
     malformed: pl.Series | None
@@ -45,8 +53,9 @@ def _compatible(declared: PolarsDataType, observed: PolarsDataType) -> bool:
     return declared == pl.Float64 and observed == pl.Int64
 
 
-def _struct_dtype(mapping: Mapping) -> pl.Struct:
-    return pl.Struct({c: DECODE_DTYPE[t] for c, t in mapping.columns.items()})
+def _struct_dtype(mapping: Mapping, *, used_only: bool = False) -> pl.Struct:
+    used = mapping.columns_used() if used_only else mapping.columns.keys()
+    return pl.Struct({c: DECODE_DTYPE[t] for c, t in mapping.columns.items() if c in used})
 
 
 def _finding(
@@ -77,23 +86,64 @@ def decode_images(mapping: Mapping, images: pl.Series) -> Decoded:
     if images.str.contains(_misfit_pattern(mapping)).any():
         return _slow(mapping, images)
     try:
+        # Only the columns the mapping reads are materialised (large unmapped text is just skipped).
+        typed = images.str.json_decode(_struct_dtype(mapping, used_only=True))
+    except pl.exceptions.PolarsError:
+        return _slow(mapping, images)
+    if (typed.is_null() & images.is_not_null()).any():
+        return _slow(mapping, images)  # not objects (``null``, arrays, scalars): decide row by row
+    if _same_columns(mapping, images):
+        return Decoded(typed.struct.unnest(), None, None, [])
+    return _inferred(mapping, images)
+
+
+def _same_columns(mapping: Mapping, images: pl.Series) -> bool:
+    """Whether every image has exactly the declared columns (the typed decode ignores the others).
+
+    Per row, the number of keys must be the number of declared columns: a key ends with ``":`` and
+    inside a JSON string every quote is escaped, so ``":`` minus ``\\":`` counts keys exactly
+    (column names are plain identifiers; nested objects only occur in unknown columns). Two literal
+    scans cost about a third of the decode. A column renamed between two batch boundaries keeps the
+    count: the first and last images are therefore also compared key by key. What that misses is
+    a rename undone within the same batch, whose renamed values would not reach ``extras``.
+    """
+    present = images.drop_nulls()
+    n = len(mapping.columns)
+    keys = present.str.count_matches('":', literal=True)
+    if (keys < n).any():
+        return False
+    over = keys > n  # only rows with escaped quotes in their values need the second count
+    if over.any():
+        extra = present.filter(over)
+        if (keys.filter(over) - extra.str.count_matches('\\":', literal=True) != n).any():
+            return False
+    for text in (present[0], present[-1]):
+        doc = _decode_json(text)
+        if not isinstance(doc, dict) or doc.keys() != mapping.columns.keys():
+            return False
+    return True
+
+
+def _inferred(mapping: Mapping, images: pl.Series) -> Decoded:
+    """Columns added or removed: decode with schema inference to see the union of keys."""
+    declared = _struct_dtype(mapping)
+    try:
         inferred = images.str.json_decode(infer_schema_length=None)
     except pl.exceptions.PolarsError:
         return _slow(mapping, images)
-    if not isinstance(inferred.dtype, pl.Struct) or (inferred.is_null() & images.is_not_null()).any():
-        return _slow(mapping, images)  # not objects (``null``, arrays, scalars): decide row by row
+    if not isinstance(inferred.dtype, pl.Struct):
+        return _slow(mapping, images)
     observed = {f.name: f.dtype for f in inferred.dtype.fields}
     for col, dtype in declared.to_schema().items():
         if col in observed and not _compatible(dtype, observed[col]):
             return _slow(mapping, images)
     unnested = inferred.struct.unnest()
-    present = images.is_not_null()
-    rows = int(present.sum())
+    rows = int(images.is_not_null().sum())
     frame = pl.DataFrame(
         [
             unnested.get_column(c).cast(dtype)
             if c in observed
-            else pl.Series(c, [None] * images.len(), dtype)
+            else const(None, images.len(), dtype).rename(c)
             for c, dtype in declared.to_schema().items()
         ]
     )
@@ -104,18 +154,18 @@ def decode_images(mapping: Mapping, images: pl.Series) -> Decoded:
         for c in added:
             findings.append(_finding(mapping, c, "added", int(unnested.get_column(c).is_not_null().sum())))
         if mapping.drift == "evolve":
-            # Rare (until the mapping catches up) and cheap enough per row: the same helper as the
-            # reference, so "nothing lost" means the same JSON in both.
-            extras = pl.Series(
-                "extras", [extras_json(r) for r in unnested.select(added).iter_rows(named=True)], pl.String
-            )
+            # Per row from the JSON itself: inference widens mixed types (5 and "x" -> "5"), and the
+            # extras must hold the values exactly as the source sent them. Only while the mapping
+            # lags behind the table.
+            extras = pl.Series("extras", [_extras_of(text, mapping) for text in images.to_list()], pl.String)
     return Decoded(frame, extras, None, findings)
 
 
 # First characters of JSON values that do not fit a decode dtype (n: null always fits).
 _MISFIT_START = {
     pl.String(): r'[^"n\s]',
-    pl.Int64(): r'[tf"\[{]',
+    # Not a plain integer: typed decoding would truncate 1.5 and turn 20-digit numbers into null.
+    pl.Int64(): r'(?:[tf"\[{]|-?[0-9]+[.eE]|-?[0-9]{19})',
     pl.Float64(): r'[tf"\[{]',
     pl.Boolean(): r'[-0-9"\[{]',
 }
@@ -135,6 +185,13 @@ def _misfit_pattern(mapping: Mapping) -> str:
         if cols:
             alternatives.append(r'[{,]\s*"(?:' + "|".join(cols) + r')"\s*:\s*' + start)
     return "|".join(alternatives)
+
+
+def _extras_of(text: str | None, mapping: Mapping) -> str | None:
+    if text is None:
+        return None
+    doc = _decode_json(text)
+    return extras_json({k: v for k, v in doc.items() if k not in mapping.columns})
 
 
 def _slow(mapping: Mapping, images: pl.Series) -> Decoded:

@@ -31,7 +31,7 @@ from flows.canonical.compile import CompiledField, Mapping, Step, is_field_ref
 from flows.canonical.decode import decode_images, decode_keys
 from flows.canonical.drift import DriftFinding, apply_policy
 from flows.canonical.kinds import KIND_DTYPE, TOAST_PLACEHOLDER, TOASTABLE, ColumnType, Kind
-from flows.canonical.transforms.base import VectorCtx, keep_where, map_unique_rows
+from flows.canonical.transforms.base import VectorCtx, const, keep_where, map_unique_rows
 from flows.canonical.values import raw_repr
 
 REJECT_SCHEMA = pl.Schema(
@@ -113,6 +113,8 @@ class _Evaluator:
         self.n = src.height
         self.values: dict[str, pl.Series] = {}
         self.unavailable: dict[str, pl.Series] = {}
+        self.prefixes: dict[tuple[Any, ...], tuple[list[pl.Series], pl.Series]] = {}
+        self.memo: dict[Any, Any] = {}
 
     def column(self, name: str, empty_as_null: bool) -> pl.Series:
         if is_field_ref(name):
@@ -155,10 +157,43 @@ class _Evaluator:
         gate = self.when_mask(f)
         if blocked is not None:
             gate = ~blocked if gate is None else gate & ~blocked
-        ctx = VectorCtx(self.mapping.timezone, self.values)
-        failed = pl.Series([None] * self.n, dtype=pl.String)
+        ctx = VectorCtx(self.mapping.timezone, self.values, self.memo)
+        # Fields often share a pipeline prefix (first/middle/last name: same column, same condition,
+        # same clean-up): each prefix is computed once per batch.
+        prefix: tuple[Any, ...] = (f.inputs, f.when, f.empty_as_null, f.const, f.hook_name, f.depends)
+        cached = self.prefixes.get(prefix)
+        if cached is not None:
+            ins, failed = cached
+        else:
+            ins, failed = self.prepare(f, gate, ctx)
+            self.prefixes[prefix] = (ins, failed)
+        for step in f.steps:
+            prefix = (*prefix, step.describe())
+            cached = self.prefixes.get(prefix)
+            if cached is None:
+                out_s, failed = self.apply(step, ins, failed, f, ctx)
+                cached = self.prefixes[prefix] = ([out_s], failed)
+            ins, failed = cached
+        value = ins[0]
+        if f.allowed is not None:
+            ok = value.is_in(sorted(f.allowed)) | value.is_null()
+            failed = _mark(failed, ~ok, "allowed values")
+            value = keep_where(value, ok)
+        if gate is not None:
+            value = keep_where(value, gate)  # steps such as presence map null to a value
+        value = value.cast(f.dtype)
+        self.values[f.name] = value
+        if blocked is not None:
+            self.unavailable[f.name] = blocked
+        return _FieldResult(value, failed, blocked)
+
+    def prepare(
+        self, f: CompiledField, gate: pl.Series | None, ctx: VectorCtx
+    ) -> tuple[list[pl.Series], pl.Series]:
+        """The field's input values (conditions applied, implicit reads and hook done)."""
+        failed = const(None, self.n, pl.String())
         if f.const is not None:
-            value = pl.Series([f.const] * self.n)
+            value = const(f.const, self.n)
             ins: list[pl.Series] = [value if gate is None else keep_where(value, gate)]
         else:
             ins = []
@@ -178,21 +213,7 @@ class _Evaluator:
                 present = frame.select(pl.any_horizontal(pl.all().is_not_null())).to_series()
                 failed = _mark(failed, present & out.is_null(), f"hook {f.hook_name}")
                 ins = [_normalise(out, f)]
-        for step in f.steps:
-            out_s, failed = self.apply(step, ins, failed, f, ctx)
-            ins = [out_s]
-        value = ins[0]
-        if f.allowed is not None:
-            ok = value.is_in(sorted(f.allowed)) | value.is_null()
-            failed = _mark(failed, ~ok, "allowed values")
-            value = keep_where(value, ok)
-        if gate is not None:
-            value = keep_where(value, gate)  # steps such as presence map null to a value
-        value = value.cast(f.dtype)
-        self.values[f.name] = value
-        if blocked is not None:
-            self.unavailable[f.name] = blocked
-        return _FieldResult(value, failed, blocked)
+        return ins, failed
 
     def apply(
         self, step: Step, ins: Sequence[pl.Series], failed: pl.Series, f: CompiledField, ctx: VectorCtx
@@ -281,7 +302,7 @@ def map_batch(mapping: Mapping, events: pl.DataFrame) -> MappedBatch:
     before = events.get_column("before")
     use_before = is_delete & before.is_not_null()
     if mapping.replica_identity != "full":
-        use_before = pl.Series([False] * n)
+        use_before = const(False, n)
     image = (
         pl.DataFrame({"a": after, "b": before, "k": keyed, "d": is_delete, "ub": use_before})
         .select(
@@ -309,7 +330,7 @@ def map_batch(mapping: Mapping, events: pl.DataFrame) -> MappedBatch:
         )
     toast: dict[str, pl.Series] = {}
     for col, ctype in mapping.columns.items():
-        if ColumnType(ctype) in TOASTABLE:
+        if ColumnType(ctype) in TOASTABLE and col in src.columns:
             mask = (src.get_column(col) == TOAST_PLACEHOLDER).fill_null(False)
             if mask.any():
                 toast[col] = mask
@@ -340,7 +361,8 @@ def map_batch(mapping: Mapping, events: pl.DataFrame) -> MappedBatch:
             null = r.value.is_null() & r.failed_step.is_null()
             if r.unavailable is not None:
                 null = null & ~r.unavailable
-            missing.append(keep_where(pl.Series([missing_message(f.name)] * n, dtype=pl.String), null))
+            if null.any():
+                missing.append(keep_where(const(missing_message(f.name), n, pl.String()), null))
     return _assemble(
         mapping, events, keys, key_ok, missing_image, decoded.malformed, decoded.extras, results,
         required_msgs, optional_msgs, missing, frame_cols, unavailable_cols, findings,
@@ -349,8 +371,9 @@ def map_batch(mapping: Mapping, events: pl.DataFrame) -> MappedBatch:
 
 def _list_of(series: list[pl.Series], n: int) -> pl.Series:
     """Per row, the non-null entries of ``series`` in order, as a list column."""
+    series = [s for s in series if s.null_count() < n]  # list operations are costly: skip empty ones
     if not series:
-        return pl.Series([[]] * n, dtype=pl.List(pl.String))
+        return const([], n, pl.List(pl.String()))
     frame = pl.DataFrame({f"m{i}": s for i, s in enumerate(series)})
     return frame.select(pl.concat_list(pl.all()).list.drop_nulls().alias("l")).to_series()
 
@@ -387,7 +410,7 @@ def _assemble(
             "keyed": keyed,
             "key_ok": key_ok,
             "missing_image": missing_image,
-            "malformed": malformed if malformed is not None else pl.Series([False] * n),
+            "malformed": malformed if malformed is not None else const(False, n),
             "req": req,
             "miss": miss,
             "opt": opt,
@@ -437,12 +460,12 @@ def _assemble(
     schema = record_schema(mapping.entity)
     cols: dict[str, pl.Series] = {
         "source_system": events.get_column("system"),
-        "source_table": pl.Series([mapping.source_table] * n, dtype=pl.String),
+        "source_table": const(mapping.source_table, n, pl.String()),
         "source_key": keep_where(source_key, ~is_t),
         "lsn": events.get_column("lsn"),
         "tx_id": events.get_column("tx_id"),
         "source_ts": events.get_column("source_ts"),
-        "mapping_version": pl.Series([mapping.version_tag] * n, dtype=pl.String),
+        "mapping_version": const(mapping.version_tag, n, pl.String()),
         "op": op,
         "deleted": is_delete | is_t,
         "snapshot": events.get_column("snapshot") != "false",
@@ -451,7 +474,7 @@ def _assemble(
         "offset": events.get_column("offset"),
         "unavailable": work.get_column("unavailable"),
         "issues": work.get_column("issues"),
-        "extras": keep_where(extras, ~is_t) if extras is not None else pl.Series([None] * n, dtype=pl.String),
+        "extras": keep_where(extras, ~is_t) if extras is not None else const(None, n, pl.String()),
     }
     null_t = ~is_t
     for name, dtype in schema.items():
@@ -459,7 +482,7 @@ def _assemble(
             continue
         r = results.get(name)
         if r is None:
-            cols[name] = pl.Series([None] * n, dtype=dtype)
+            cols[name] = const(None, n, dtype)
         else:
             cols[name] = keep_where(r.value, null_t)
     records = pl.DataFrame({k: cols[k] for k in schema.names()}).cast(schema).filter(~rejected)
@@ -468,7 +491,7 @@ def _assemble(
     value = evs.select(pl.coalesce("after", "before")).to_series()
     rejects = pl.DataFrame(
         {
-            "stage": pl.Series([STAGE] * rej.height, dtype=pl.String),
+            "stage": const(STAGE, rej.height, pl.String()),
             "reason": rej.get_column("reason"),
             "detail": rej.get_column("detail"),
             "topic": evs.get_column("topic"),

@@ -263,18 +263,31 @@ def phone_e164(
         tries.append(("+" + digits[2:], None))
     if not digits_international:
         tries += intl
-    numbers = []
-    for candidate, reg in tries:
+    # The first valid reading wins, else the first possible one. Validity (costly: it matches the
+    # number against its region's patterns) implies a possible length, so it is only checked on
+    # possible readings, and not at all when the last reading is the only possible one.
+    first_possible = None
+    best = None
+    for i, (candidate, reg) in enumerate(tries):
         try:
-            numbers.append(phonenumbers.parse(candidate, reg))
+            number = phonenumbers.parse(candidate, reg)
         except phonenumbers.NumberParseException:
             continue
-    best = next((n for n in numbers if phonenumbers.is_valid_number(n)), None)
+        if not phonenumbers.is_possible_number(number):
+            continue
+        if not strict and first_possible is None and i == len(tries) - 1:
+            best = number
+            break
+        if phonenumbers.is_valid_number(number):
+            best = number
+            break
+        if first_possible is None:
+            first_possible = number
     if best is None and not strict:
-        best = next((n for n in numbers if phonenumbers.is_possible_number(n)), None)
-    return (
-        None if best is None else str(phonenumbers.format_number(best, phonenumbers.PhoneNumberFormat.E164))
-    )
+        best = first_possible
+    if best is None:
+        return None
+    return str(phonenumbers.format_number(best, phonenumbers.PhoneNumberFormat.E164))
 
 
 # ---- names -------------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import polars as pl
+from polars._typing import PolarsDataType
 
 from core.configfile import StrictModel
-from flows.canonical.kinds import KIND_DTYPE, Kind
+from flows.canonical.kinds import Kind
 
 
 class NoArgs(StrictModel):
@@ -40,8 +41,8 @@ class VectorCtx:
 
     timezone: str
     fields: dict[str, pl.Series] = field(default_factory=dict)
-    out_dtype: pl.DataType | None = None
-    """The canonical column's dtype when the step is the last one (decimal scale, for instance)."""
+    memo: dict[Any, Any] = field(default_factory=dict)
+    """Per-batch scratch space for work several steps share (keyed by the step; see split_name)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,6 @@ class RowCtx:
 
     timezone: str
     fields: dict[str, Any] = field(default_factory=dict)
-    out_dtype: pl.DataType | None = None
 
 
 class Transform(ABC):
@@ -127,7 +127,7 @@ def map_unique(series: pl.Series, fn: Callable[[Any], Any], dtype: pl.DataType) 
     """
     uniq = series.drop_nulls().unique()
     if uniq.len() == 0:
-        return pl.Series(series.name, [None] * series.len(), dtype=dtype)
+        return const(None, series.len(), dtype).rename(series.name)
     mapped = pl.Series([fn(v) for v in uniq.to_list()], dtype=dtype)
     return series.replace_strict(uniq, mapped, default=None, return_dtype=dtype)
 
@@ -142,9 +142,13 @@ def map_unique_rows(frame: pl.DataFrame, fn: Callable[..., Any], dtype: pl.DataT
     return joined.get_column("__out")
 
 
-def typed_null(n: int, kind: Kind) -> pl.Series:
-    """A column of ``n`` nulls of ``kind``."""
-    return pl.Series([None] * n, dtype=KIND_DTYPE[kind])
+def const(value: Any, n: int, dtype: PolarsDataType | None = None) -> pl.Series:
+    """A column of ``n`` copies of ``value`` (built natively: a Python list of n items is slow)."""
+    if dtype is None and isinstance(value, int) and not isinstance(value, bool):
+        dtype = pl.Int64()  # pl.repeat would pick Int32
+    if dtype is None:
+        return pl.repeat(value, n, eager=True)
+    return pl.repeat(value, n, dtype=dtype, eager=True)
 
 
 def keep_where(series: pl.Series, mask: pl.Series) -> pl.Series:

@@ -16,10 +16,12 @@ from flows.canonical.transforms.base import (
     RowCtx,
     Transform,
     VectorCtx,
+    const,
     keep_where,
     map_unique,
     map_unique_rows,
 )
+from flows.canonical.transforms.phone_fast import fast_e164
 
 
 class Country(Transform):
@@ -81,7 +83,7 @@ class Phone(Transform):
     name = "phone"
     summary = "phone as typed -> E.164 (phonenumbers; default region from the record's country)"
     Args = PhoneArgs
-    vectorised = False
+    vectorised = False  # partly: international forms are vectorised, the rest is phonenumbers
 
     @override
     def refs(self, args: Any) -> tuple[str, ...]:
@@ -90,15 +92,21 @@ class Phone(Transform):
     @override
     def vector(self, inputs: Sequence[pl.Series], args: Any, ctx: VectorCtx) -> pl.Series:
         s = inputs[0]
-        region = pl.Series([args.region] * s.len(), dtype=pl.String)
+        region = const(args.region, s.len(), pl.String())
         if args.region_from:
             region = ctx.fields[args.region_from].fill_null(region)
         frame = pl.DataFrame({"v": s, "r": region}).with_columns(
             pl.when(pl.col("v").is_not_null()).then(pl.col("r")).alias("r")
         )
-        # Distinct (number, region) pairs only: phonenumbers is pure Python.
         fn = partial(_phone, strict=args.strict, digits_international=args.digits_international)
-        out = map_unique_rows(frame, fn, pl.String())
+        if args.strict:
+            return map_unique_rows(frame, fn, pl.String()).rename(s.name)
+        # Numbers written internationally are decided column-wise (see phone_fast); the rest go to
+        # phonenumbers, once per distinct (number, region) pair: it is pure Python.
+        decided, out = fast_e164(s, frame.get_column("r"), digits_international=args.digits_international)
+        rest = (~decided & s.is_not_null()).arg_true()
+        if rest.len():
+            out = out.scatter(rest, map_unique_rows(frame[rest], fn, pl.String()))
         return out.rename(s.name)
 
     @override
@@ -131,45 +139,63 @@ class SplitName(Transform):
 
     @override
     def vector(self, inputs: Sequence[pl.Series], args: Any, ctx: VectorCtx) -> pl.Series:
-        ws = val.WS_CLASS_RUST + "+"
-        t = pl.col("v").str.replace_all(ws, " ").str.strip_chars(val.WHITESPACE)
-        parts = t.str.splitn(",", 2)
-        comma = t.str.contains(",", literal=True)
-        family = parts.struct.field("field_0").str.strip_chars(val.WHITESPACE)
-        rest = parts.struct.field("field_1").str.strip_chars(val.WHITESPACE).str.split(" ")
-        words = (
-            pl.when(comma)
-            .then(pl.concat_list(family, rest))
-            .otherwise(t.str.split(" "))
-            .list.eval(pl.element().filter(pl.element() != ""))
-        )
-        if args.order == "auto":
-            ff_order = pl.col("v").str.contains(val.CJK_CLASS_RUST).fill_null(False)
+        # first/middle/last of one name are usually three steps on the same Series: split it once.
+        key = ("split_name", id(inputs[0]), args.order)
+        hit = ctx.memo.get(key)
+        frame: pl.DataFrame
+        if hit is not None and hit[0] is inputs[0]:
+            frame = hit[1]
         else:
-            ff_order = pl.lit(args.order == "family_first")
-        frame = pl.DataFrame({"v": inputs[0]}).select(w=words, ff=comma | ff_order)
-        n = pl.col("w").list.len()
+            frame = self._words(inputs[0], args.order)
+            ctx.memo[key] = (inputs[0], frame)
+        w = pl.col("w")
+        n = pl.when(w.list.first() == "").then(0).otherwise(w.list.len())
         ff = pl.col("ff")
         if args.part == "last":
             value = (
-                pl.when(n == 1)
-                .then(pl.col("w").list.first())
-                .when(ff)
-                .then(pl.col("w").list.first())
-                .otherwise(pl.col("w").list.last())
+                pl.when(n == 0).then(None).when((n == 1) | ff).then(w.list.first()).otherwise(w.list.last())
             )
         elif args.part == "first":
             value = (
                 pl.when(n < 2)
                 .then(None)
                 .when(ff)
-                .then(pl.col("w").list.get(1, null_on_oob=True))
-                .otherwise(pl.col("w").list.first())
+                .then(w.list.get(1, null_on_oob=True))
+                .otherwise(w.list.first())
             )
         else:
-            middle = pl.when(ff).then(pl.col("w").list.slice(2)).otherwise(pl.col("w").list.slice(1, n - 2))
+            middle = pl.when(ff).then(w.list.slice(2)).otherwise(w.list.slice(1, n - 2))
             value = pl.when(n < 3).then(None).otherwise(middle.list.join(" "))
         return frame.select(value.cast(pl.String).alias("v")).to_series().rename(inputs[0].name)
+
+    @staticmethod
+    def _words(s: pl.Series, order: str) -> pl.DataFrame:
+        """Columns ``w`` (the words, in reading order) and ``ff`` (family name first)."""
+        ws = val.WS_CLASS_RUST + "+"
+        v = pl.col("v")
+        t = v.str.replace_all(ws, " ").str.strip_chars(val.WHITESPACE)
+        frame = pl.DataFrame({"v": s}).select(t=t, comma=t.str.contains(",", literal=True))
+        # 'FAMILY NAME, GIVEN MORE' is read family first, the part before the comma as one word.
+        # Collapsed, trimmed text splits on single spaces without empty words; the empty parts of a
+        # comma form are handled case by case (cheaper than filtering lists).
+        parts = pl.col("t").str.splitn(",", 2)
+        family = parts.struct.field("field_0").str.strip_chars(val.WHITESPACE)
+        rest = parts.struct.field("field_1").str.strip_chars(val.WHITESPACE)
+        comma_words = (
+            pl.when(rest == "")
+            .then(pl.concat_list(family))
+            .when(family == "")
+            .then(rest.str.split(" "))
+            .otherwise(pl.concat_list(family, rest.str.split(" ")))
+        )
+        if order == "auto":
+            ff_order = pl.col("t").str.contains(val.CJK_CLASS_RUST).fill_null(False)
+        else:
+            ff_order = pl.lit(order == "family_first")
+        return frame.select(
+            w=pl.when(pl.col("comma")).then(comma_words).otherwise(pl.col("t").str.split(" ")),
+            ff=pl.col("comma") | ff_order,
+        )
 
     @override
     def scalar(self, inputs: Sequence[Any], args: Any, ctx: RowCtx) -> Any:

@@ -14,7 +14,7 @@ from typing_extensions import override
 from core.configfile import StrictModel
 from flows.canonical import values as val
 from flows.canonical.kinds import Kind
-from flows.canonical.transforms.base import RowCtx, Transform, VectorCtx, keep_where
+from flows.canonical.transforms.base import RowCtx, Transform, VectorCtx, const, keep_where
 
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "on")
 FALSE_WORDS = ("0", "false", "f", "no", "n", "off")
@@ -200,9 +200,9 @@ class Money(Transform):
 
     def _digits(self, args: Any, n: int, ctx: VectorCtx) -> pl.Series:
         if args.minor_digits is not None:
-            return pl.Series([args.minor_digits] * n, dtype=pl.Int64)
+            return const(args.minor_digits, n, pl.Int64())
         if args.currency is not None:
-            return pl.Series([val.minor_digits(args.currency)] * n, dtype=pl.Int64)
+            return const(val.minor_digits(args.currency), n, pl.Int64())
         cur = ctx.fields[args.currency_from]
         digits = cur.replace_strict(
             list(val.MINOR_UNIT_TABLE), list(val.MINOR_UNIT_TABLE.values()), default=2, return_dtype=pl.Int64

@@ -21,7 +21,7 @@ from typing_extensions import override
 from core.configfile import StrictModel
 from flows.canonical import values as val
 from flows.canonical.kinds import Kind
-from flows.canonical.transforms.base import RowCtx, Transform, VectorCtx, map_unique
+from flows.canonical.transforms.base import RowCtx, Transform, VectorCtx, keep_where, map_unique
 
 UTC_US = pl.Datetime("us", "UTC")
 TextFormat = Literal["iso", "mdy", "dmy", "ymd", "any"]
@@ -42,61 +42,98 @@ def check_zone(tz: str) -> str:
 # ---- vectorised helpers ------------------------------------------------------------------------
 
 
-def _localize(naive: pl.Expr, tz: str) -> pl.Expr:
+# polars (chrono-tz) and Python (zoneinfo) agree on every zone's rules until 2099; from 2100 on
+# chrono-tz stops applying daylight-saving rules. Later wall-clock times are localised in Python.
+_LAST_VECTOR_YEAR = 2080
+
+
+def _localize(naive: pl.Series, tz: str) -> pl.Series:
     """Naive wall-clock datetimes in ``tz`` -> UTC (DST gap -> null, DST overlap -> earlier)."""
-    return naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone(
+    naive = _bounded(naive)
+    if tz == "UTC":
+        return naive.dt.replace_time_zone("UTC")
+    out = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone(
         "UTC"
     )
+    far = (naive.dt.year() > _LAST_VECTOR_YEAR).fill_null(False).arg_true()
+    if far.len():
+        fixed = map_unique(naive.gather(far), lambda d: val.localize(d, tz), pl.Datetime("us", "UTC"))
+        out = out.scatter(far, fixed)
+    return _bounded(out)
 
 
-def _bounded(expr: pl.Expr) -> pl.Expr:
+def _bounded(values: pl.Series) -> pl.Series:
     """Null for instants outside years 1..9999 (what Python's datetime, the reference, can hold)."""
-    us = expr.dt.epoch("us")
-    return pl.when((us >= val.MIN_US) & (us <= val.MAX_US)).then(expr)
+    us = values.dt.epoch("us")
+    return keep_where(values, (us >= val.MIN_US) & (us <= val.MAX_US))
 
 
-def _date_parts(t: pl.Expr, fmt: str) -> pl.Expr:
-    """``YYYY-MM-DD`` text from one of the named date formats (null when it does not match)."""
+def _text_date(t: pl.Series, fmt: str) -> pl.Series:
+    """Dates in one of the named text formats (null when the text does not match or is no date)."""
     rx, (yi, mi, di) = val.DATE_FORMATS[fmt]
-    g = t.str.extract_groups(rx)
-    y = g.struct.field(str(yi + 1))
-    m = g.struct.field(str(mi + 1)).str.pad_start(2, "0")
-    d = g.struct.field(str(di + 1)).str.pad_start(2, "0")
-    return pl.when(y != "0000").then(pl.concat_str(y, pl.lit("-"), m, pl.lit("-"), d))
+    # Extract once, then refer to the columns: an expression tree would re-run the regex per field.
+    g = t.str.extract_groups(rx).struct.rename_fields(["a", "b", "c"]).struct.unnest()
+    y, m, d = (pl.col("abc"[k]) for k in (yi, mi, di))
+    text = pl.concat_str(y, pl.lit("-"), m.str.pad_start(2, "0"), pl.lit("-"), d.str.pad_start(2, "0"))
+    out = g.select(pl.when(y != "0000").then(text).str.to_date("%Y-%m-%d", strict=False).alias(t.name))
+    return out.to_series()
 
 
-def _text_date(t: pl.Expr, fmt: str) -> pl.Expr:
-    return _date_parts(t, fmt).str.to_date("%Y-%m-%d", strict=False)
+# Debezium's own timestamptz format, parsed by one chrono call. The regex keeps out what chrono would
+# accept but the general path rejects (second 60, one-digit fields, year 0000, a sign).
+_DEBEZIUM_TS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?Z$"
+_ISO_GROUPS = ["y", "mo", "d", "hh", "mi", "ss", "frac", "zone"]
 
 
-def _iso_datetime(t: pl.Expr, tz: str) -> pl.Expr:
+def _iso_datetime(t: pl.Series, tz: str) -> pl.Series:
     """ISO 8601 text (date, or date and time, optional fraction and offset) -> UTC."""
-    g = t.str.extract_groups(val.ISO_DATETIME_RE)
-    y, mo, d = (g.struct.field(str(i)) for i in (1, 2, 3))
-    hh, mi, ss = (g.struct.field(str(i)).fill_null("00") for i in (4, 5, 6))
-    frac = g.struct.field("7").fill_null("").str.slice(0, 6).str.pad_end(6, "0").cast(pl.Int64)
-    zone = g.struct.field("8")
-    valid = (y != "0000") & (hh.cast(pl.Int32) < 24) & (mi.cast(pl.Int32) < 60) & (ss.cast(pl.Int32) < 60)
-    text = pl.concat_str(
-        y, pl.lit("-"), mo, pl.lit("-"), d, pl.lit(" "), hh, pl.lit(":"), mi, pl.lit(":"), ss
+    fast = t.str.contains(_DEBEZIUM_TS) & ~t.str.starts_with("0000")
+    out = keep_where(t, fast).str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False
     )
-    naive = pl.when(valid).then(text).str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
-    naive = naive + pl.duration(microseconds=frac)
-    off = zone.str.extract_groups(_OFFSET_RE)
-    off_h = off.struct.field("2").cast(pl.Int64)
-    off_m = off.struct.field("3").fill_null("00").cast(pl.Int64)
-    sign = pl.when(off.struct.field("1") == "-").then(-1).otherwise(1)
+    rest = (t.is_not_null() & ~fast.fill_null(False)).arg_true()
+    if rest.len() == 0:
+        return out.rename(t.name)
+    return out.scatter(rest, _iso_general(t.gather(rest), tz)).rename(t.name)
+
+
+def _iso_general(t: pl.Series, tz: str) -> pl.Series:
+    g = t.str.extract_groups(val.ISO_DATETIME_RE).struct.rename_fields(_ISO_GROUPS).struct.unnest()
+    g = g.with_columns(pl.col("hh", "mi", "ss").fill_null("00"), pl.col("frac").fill_null(""))
+    g = g.with_columns(
+        offset=pl.col("zone").str.extract_groups(_OFFSET_RE).struct.rename_fields(["sg", "oh", "om"])
+    )
+    hh, mi, ss = (pl.col(c).cast(pl.Int32) for c in ("hh", "mi", "ss"))
+    valid = (pl.col("y") != "0000") & (hh < 24) & (mi < 60) & (ss < 60)
+    text = pl.concat_str(
+        pl.col("y"), pl.lit("-"), pl.col("mo"), pl.lit("-"), pl.col("d"), pl.lit(" "),
+        pl.col("hh"), pl.lit(":"), pl.col("mi"), pl.lit(":"), pl.col("ss"),
+    )  # fmt: skip
+    frac = pl.col("frac").str.slice(0, 6).str.pad_end(6, "0").cast(pl.Int64)
+    g = g.with_columns(
+        naive=pl.when(valid).then(text).str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
+        + pl.duration(microseconds=frac)
+    )
+    off = pl.col("offset")
+    off_h = off.struct.field("oh").cast(pl.Int64)
+    off_m = off.struct.field("om").fill_null("00").cast(pl.Int64)
+    sign = pl.when(off.struct.field("sg") == "-").then(-1).otherwise(1)
+    zone = pl.col("zone")
     minutes = pl.when(zone == "Z").then(0).when((off_h < 24) & (off_m < 60)).then(sign * (off_h * 60 + off_m))
-    aware = naive.dt.replace_time_zone("UTC") - pl.duration(minutes=minutes)
-    return pl.when(zone.is_null()).then(_localize(naive, tz)).otherwise(aware)
+    g = g.with_columns(minutes=minutes)
+    g = g.with_columns(local=_localize(g.get_column("naive"), tz))
+    aware = pl.col("naive").dt.replace_time_zone("UTC") - pl.duration(minutes=pl.col("minutes"))
+    result = pl.when(zone.is_null()).then(pl.col("local")).otherwise(aware)
+    return _bounded(g.select(result.alias(t.name)).to_series())
 
 
-def _epoch(v: pl.Expr, unit: str, wall_clock: bool, tz: str) -> pl.Expr:
+def _epoch(v: pl.Series, unit: str, wall_clock: bool, tz: str) -> pl.Series:
+    """Epoch integers -> UTC; ``wall_clock``: the epoch encodes local time in ``tz``."""
     mult = val.UNIT_US[unit]
     lo, hi = -(-val.MIN_US // mult), val.MAX_US // mult
-    us = pl.when((v >= lo) & (v <= hi)).then(v * mult)
-    naive = pl.from_epoch(us, time_unit="us")
-    return _localize(naive, tz) if wall_clock else naive.dt.replace_time_zone("UTC")
+    us = keep_where(v, (v >= lo) & (v <= hi)) * mult
+    naive = us.cast(pl.Datetime("us"))
+    return _localize(naive, tz) if wall_clock else _bounded(naive.dt.replace_time_zone("UTC"))
 
 
 # ---- per-record helpers ------------------------------------------------------------------------
@@ -198,11 +235,11 @@ class Date(Transform):
         elif s.dtype == pl.Int64 and args.unit == "days":
             expr = pl.when((v >= val.MIN_DAYS) & (v <= val.MAX_DAYS)).then(v).cast(pl.Int32).cast(pl.Date)
         elif s.dtype == pl.Int64:
-            expr = _epoch(v, args.unit, False, "UTC").dt.date()
+            return _epoch(s, args.unit, False, "UTC").dt.date().rename(s.name)
         elif args.format == "any":
             return map_unique(s, lambda x: _py_any_date(x, args.dayfirst), pl.Date())
         else:
-            expr = _text_date(v.str.strip_chars(val.WHITESPACE), args.format)
+            return _text_date(s.str.strip_chars(val.WHITESPACE), args.format)
         return pl.DataFrame({"v": s}).select(expr.alias(s.name)).to_series()
 
     @override
@@ -265,23 +302,21 @@ class Timestamp(Transform):
     def vector(self, inputs: Sequence[pl.Series], args: Any, ctx: VectorCtx) -> pl.Series:
         s = inputs[0]
         tz = args.timezone or ctx.timezone
-        v = pl.col("v")
         if s.dtype == UTC_US:
             return s
         if s.dtype == pl.Date:
-            expr = _localize(v.cast(pl.Datetime("us")), tz)
+            out = _localize(s.cast(pl.Datetime("us")), tz)
         elif s.dtype == pl.Int64:
-            expr = _epoch(v, args.unit, args.wall_clock, tz)
+            out = _epoch(s, args.unit, args.wall_clock, tz)
         elif args.format == "any":
             us = map_unique(s, lambda x: _us(val.any_to_utc(x, tz, args.dayfirst)), pl.Int64())
-            return us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").rename(s.name)
+            out = us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
         elif args.format == "iso":
-            expr = _iso_datetime(v.str.strip_chars(val.WHITESPACE), tz)
+            out = _iso_datetime(s.str.strip_chars(val.WHITESPACE), tz)
         else:
-            expr = _localize(
-                _text_date(v.str.strip_chars(val.WHITESPACE), args.format).cast(pl.Datetime("us")), tz
-            )
-        return pl.DataFrame({"v": s}).select(_bounded(expr).alias(s.name)).to_series()
+            day = _text_date(s.str.strip_chars(val.WHITESPACE), args.format)
+            out = _localize(day.cast(pl.Datetime("us")), tz)
+        return out.rename(s.name)
 
     @override
     def scalar(self, inputs: Sequence[Any], args: Any, ctx: RowCtx) -> Any:
