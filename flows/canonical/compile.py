@@ -207,11 +207,7 @@ def compile_mappings(config_dir: Path) -> MappingSet:
             compiled.append(load_mapping(path))
         except ConfigError as exc:
             errors.append(str(exc))
-    seen: dict[tuple[str, str, str], Path] = {}
-    for m in compiled:
-        if m.ident in seen:
-            errors.append(f"{m.path}: source: {'.'.join(m.ident)} is already mapped by {seen[m.ident]}")
-        seen[m.ident] = m.path
+    # One file per table by construction: <system>/<table>.yaml, checked against source.system/table.
     if errors:
         raise ConfigError("\n".join(errors))
     return MappingSet(compiled)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from core.canonical import ENTITIES, SCHEMA_VERSION, entity_schema
 from flows.canonical.compile import CompiledField, Mapping, MappingSet, is_field_ref
+from flows.canonical.transforms import REGISTRY, Transform
 
 HEADER = f"""# Canonical mappings
 
@@ -116,8 +117,38 @@ def mapping_section(m: Mapping) -> str:
     return "\n".join(lines)
 
 
+def _arguments(t: Transform) -> str:
+    """``name=default`` per argument; the one a single YAML value fills is in bold."""
+    out = []
+    for name, info in t.Args.model_fields.items():
+        text = f"`{name}`" if info.is_required() else f"`{name}={info.default!r}`"
+        out.append(f"**{text}**" if name == t.shorthand else text)
+    return ", ".join(out) or "—"
+
+
+def transform_reference() -> str:
+    """The transform library as a Markdown table (name, input kinds, arguments, what it does)."""
+    lines = [
+        "# Transforms",
+        "",
+        "Steps are written `name` or `{name: arguments}` (a single value fills the argument in bold"
+        " below). Multi-input steps (join, coalesce, ref) combine a field's `from` columns and come first.",
+        "",
+        "| Transform | Takes | Arguments | Does |",
+        "|---|---|---|---|",
+    ]
+    for name in sorted(REGISTRY):
+        t = REGISTRY[name]
+        takes = ", ".join(sorted(t.accepts)) + (" (several)" if t.many else "")
+        args = _arguments(t)
+        does = t.summary + ("" if t.vectorised else " *")
+        lines.append(f"| `{name}` | {takes} | {_cell(args)} | {_cell(does)} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def mapping_document(mappings: MappingSet) -> str:
-    """All mappings, grouped by canonical entity, as one Markdown document."""
+    """All mappings, grouped by canonical entity, then the transform reference, as Markdown."""
     parts = [HEADER]
     for entity in ENTITIES:
         ms = [m for m in mappings if m.entity == entity]
@@ -125,4 +156,5 @@ def mapping_document(mappings: MappingSet) -> str:
             continue
         parts.append(f"# Entity `{entity}`\n")
         parts += [mapping_section(m) for m in ms]
+    parts.append(transform_reference())
     return "\n".join(parts).rstrip() + "\n"

@@ -83,26 +83,22 @@ def nfc(value: str) -> str:
     return value if value.isascii() else unicodedata.normalize("NFC", value)
 
 
+_WORD = re.compile(r"[^\W\d_]+")  # runs of letters: apostrophes, hyphens and spaces start a new word
+
+
 @lru_cache(maxsize=CACHE_SIZE)
 def fix_case(value: str) -> str:
     """Title-case text typed in ALL CAPS or all lower case (``MUELLER`` -> ``Mueller``); keep mixed case.
 
-    Each word gets an upper-case first letter and lower-case rest; letters after ``-`` and ``'``
-    start a new word (``O'NEIL-SMITH`` -> ``O'Neil-Smith``).
+    Each run of letters gets an upper-case first letter and a lower-case rest (``O'NEIL-SMITH`` ->
+    ``O'Neil-Smith``); lower-casing whole words keeps Greek final sigma right (``...ΟΣ`` -> ``...ος``).
     """
     letters = [c for c in value if c.isalpha()]
     if not letters:
         return value
-    has_upper = any(c.isupper() for c in letters)
-    has_lower = any(c.islower() for c in letters)
-    if has_upper and has_lower:
+    if any(c.isupper() for c in letters) and any(c.islower() for c in letters):
         return value
-    out = []
-    start = True
-    for c in value:
-        out.append(c.upper() if start else c.lower())
-        start = not c.isalpha()
-    return "".join(out)
+    return _WORD.sub(lambda m: m[0][0].upper() + m[0][1:].lower(), value)
 
 
 # ---- countries ---------------------------------------------------------------------------------
@@ -273,7 +269,8 @@ def phone_e164(
             number = phonenumbers.parse(candidate, reg)
         except phonenumbers.NumberParseException:
             continue
-        if not phonenumbers.is_possible_number(number):
+        # Numbers only diallable inside their area (IS_POSSIBLE_LOCAL_ONLY) have no E.164 form.
+        if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
             continue
         if not strict and first_possible is None and i == len(tries) - 1:
             best = number

@@ -7,8 +7,8 @@ answer can be computed column-wise from its own metadata, exactly:
 * parsing keeps the digits, finds the country calling code as the shortest prefix (1-3 digits)
   that is an assigned code, and strips a national prefix only when the national number starts with
   one (``+44 (0)20 ...``);
-* ``is_possible_number`` then only compares the national number's length with the possible lengths
-  of the code's main region, and the E.164 text is ``+`` followed by the digits.
+* a number is possible (not just locally) when the national number's length is one of the possible
+  lengths of the code's main region, and the E.164 text is ``+`` followed by the digits.
 
 The fast path takes only those rows and only country codes whose national prefix for parsing is a
 plain digit string (or a few alternatives of them, as GB's ``0|180020``); a national number starting
@@ -45,7 +45,10 @@ def calling_codes() -> pl.DataFrame:
         npp = md.national_prefix_for_parsing
         prefixes = [] if npp is None else npp.split("|")
         simple = npp is None or (_LITERAL_ALTERNATIVES.match(npp) is not None and len(prefixes) <= 2)
-        lengths = [*md.general_desc.possible_length, *md.general_desc.possible_length_local_only]
+        # Local-only lengths do not count: phone_e164 takes only fully possible numbers.
+        lengths = [
+            n for n in md.general_desc.possible_length if n not in md.general_desc.possible_length_local_only
+        ]
         mask = 0
         for n in lengths:
             if 0 < n < 63:
