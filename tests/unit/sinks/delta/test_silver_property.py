@@ -28,7 +28,11 @@ from sinks.delta.maintenance import MaintenancePolicy
 from sinks.delta.silver import SilverWriter, read_current
 
 settings.register_profile(
-    "silver-ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "silver-ci",
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
     "silver-dev",
