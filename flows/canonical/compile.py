@@ -42,8 +42,6 @@ class Step:
     transform: Transform
     args: Any
     out_kind: Kind
-    implicit: bool = False
-    """Added by the compiler to read a date/time column (not written in the YAML)."""
 
     def describe(self) -> str:
         """The step as shown in the mapping document."""
@@ -450,7 +448,7 @@ class _Compiler:
         name, args = _IMPLICIT[ctype]
         t = REGISTRY[name]
         parsed = t.parse_args(args)
-        return (Step(t, parsed, t.out_kind([_RAW_KIND[ctype]], parsed), implicit=True),)
+        return (Step(t, parsed, t.out_kind([_RAW_KIND[ctype]], parsed)),)
 
     def step(self, raw: Any, where: str, in_kinds: list[Kind], *, first: bool) -> Step | None:
         if isinstance(raw, str):
