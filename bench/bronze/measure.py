@@ -215,6 +215,7 @@ def run_dataflow(
         subprocess.Popen(argv, stdout=h, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
         for argv, h in zip(argvs, handles, strict=True)
     ]
+    completed = False
     try:
         while progress.poll() < data.events:
             for i, c in enumerate(children):
@@ -229,10 +230,13 @@ def run_dataflow(
         rss = [proc_peak_rss_mb(c.pid) for c in children]
         cpu = [proc_cpu_s(c.pid) for c in children]
         busy = system_busy_s() - busy_before
+        completed = True
     finally:
         codes = _stop(children)
         for h in handles:
             h.close()
+        if not completed and not keep:  # keep the worker logs, drop the (large) tables
+            shutil.rmtree(delta_root, ignore_errors=True)
     seconds = progress.last_commit_at - started
     ready_at = [float(r.read_text().strip()) for r in ready if r.exists()]
     check = verify_bronze(table, data)
