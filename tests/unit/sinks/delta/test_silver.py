@@ -23,24 +23,11 @@ from sinks.delta.silver import (
     silver_path,
     split_invalid,
 )
-from sinks.delta.silver_batch import TRUNCATE_KEY
+from sinks.delta.silver_batch import INPUT_COLUMNS, TRUNCATE_KEY
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 SCHEMA = {
-    "source_system": pl.String,
-    "source_table": pl.String,
-    "source_key": pl.String,
-    "lsn": pl.Int64,
-    "tx_id": pl.Int64,
-    "source_ts": pl.Datetime("us", "UTC"),
-    "mapping_version": pl.String,
-    "op": pl.String,
-    "deleted": pl.Boolean,
-    "snapshot": pl.Boolean,
-    "topic": pl.String,
-    "partition": pl.Int32,
-    "offset": pl.Int64,
-    "unavailable": pl.List(pl.String),
+    **INPUT_COLUMNS,
     "name": pl.String,
     "email": pl.String,
     "age": pl.Int64,

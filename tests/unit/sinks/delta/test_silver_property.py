@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from sinks.delta.maintenance import MaintenancePolicy
 from sinks.delta.silver import SilverWriter, read_current
+from sinks.delta.silver_batch import INPUT_COLUMNS
 
 settings.register_profile(
     "silver-ci",
@@ -159,20 +160,7 @@ def frame(events: list[Event]) -> pl.DataFrame:
     return pl.DataFrame(
         [e.row() for e in events],
         schema={
-            "source_system": pl.String,
-            "source_table": pl.String,
-            "source_key": pl.String,
-            "lsn": pl.Int64,
-            "tx_id": pl.Int64,
-            "source_ts": pl.Datetime("us", "UTC"),
-            "mapping_version": pl.String,
-            "op": pl.String,
-            "deleted": pl.Boolean,
-            "snapshot": pl.Boolean,
-            "topic": pl.String,
-            "partition": pl.Int32,
-            "offset": pl.Int64,
-            "unavailable": pl.List(pl.String),
+            **INPUT_COLUMNS,
             "name": pl.String,
             "age": pl.Int64,
             "note": pl.String,
