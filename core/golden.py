@@ -1,0 +1,194 @@
+"""Golden records and entity events: the frozen records the resolve stage hands to the gold sinks,
+the ``golden.<entity>`` Kafka topic and the propagation flow.
+
+Identifiers:
+
+* a **record id** names one source record: ``<source_system>:<schema.table>:<source_key>``
+  (:func:`record_id`, :func:`split_record_id`);
+* a **golden id** names one real-world entity; it is minted by the resolver and stable (the older id
+  survives a merge, the larger part keeps it on a split).
+
+Values in :attr:`GoldenChange.values` are JSON-safe canonical values: text, numbers, booleans, null,
+dates as ``YYYY-MM-DD`` and timestamps as ISO 8601 UTC text (:func:`json_value`), so the same
+dictionary is the Kafka payload, the Delta row and the input of the content hash.
+
+The wire format of ``golden.<entity>`` is :func:`encode_change` (JSON, ``schema_version`` 1), keyed
+by the golden id so that one golden record's versions stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+
+GOLDEN_SCHEMA_VERSION = 1
+
+#: ``UPSERT``: the golden record exists with these values; ``RETIRED``: it no longer exists (its
+#: records left, or it was merged into ``merged_into``).
+ChangeKind = Literal["UPSERT", "RETIRED"]
+LineageKind = Literal["MERGED", "SPLIT"]
+
+
+def record_id(source_system: str, source_table: str, source_key: str) -> str:
+    """The record id of one source record (``source_table`` is ``schema.table``)."""
+    return f"{source_system}:{source_table}:{source_key}"
+
+
+def split_record_id(rid: str) -> tuple[str, str, str]:
+    """``(source_system, source_table, source_key)`` of a record id (the key may contain ``:``)."""
+    system, table, key = rid.split(":", 2)
+    return system, table, key
+
+
+def json_value(v: object) -> object:
+    """A canonical value as JSON-safe data (dates and timestamps as ISO text, decimals as text)."""
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=dt.UTC)
+        return v.astimezone(dt.UTC).isoformat()
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): json_value(x) for k, x in v.items()}
+    return v
+
+
+def content_hash(values: Mapping[str, object], fields: tuple[str, ...] | None = None) -> str:
+    """A stable hash of canonical content (the loop-prevention fingerprint).
+
+    Keys are sorted, values made JSON-safe, strings compared as stored (mappings already normalise
+    them). ``fields`` restricts the hash to those names (missing ones count as null).
+    """
+    names = sorted(fields) if fields is not None else sorted(values)
+    payload = {n: json_value(values.get(n)) for n in names}
+    return hashlib.sha256(msgspec.json.encode(payload, order="sorted")).hexdigest()
+
+
+class FieldProvenance(msgspec.Struct, frozen=True, gc=False):
+    """Where one golden value came from and why it won."""
+
+    source: str
+    record_id: str
+    source_ts_us: int
+    rule: str
+    group: str | None = None
+    support: float = 1.0
+
+
+class Cause(msgspec.Struct, frozen=True, gc=False):
+    """The source change that triggered a golden change (for tracing and end-to-end latency)."""
+
+    record_id: str
+    lsn: int | None
+    source_ts_us: int
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+class GoldenChange(msgspec.Struct, frozen=True, gc=False):
+    """One new version of a golden record (only emitted when its content or membership changed)."""
+
+    entity: str
+    golden_id: str
+    version: int
+    """1 for the first version, +1 per change of this golden id."""
+    kind: ChangeKind
+    values: dict[str, Any]
+    provenance: dict[str, FieldProvenance]
+    changed: tuple[str, ...]
+    """Fields whose value differs from the previous version (all non-null fields for version 1)."""
+    members: tuple[str, ...]
+    """Record ids of the cluster, sorted."""
+    emitted_at_us: int
+    cause: Cause | None = None
+    merged_from: tuple[str, ...] = ()
+    """Golden ids retired into this one by this change (MERGED)."""
+    merged_into: str | None = None
+    """For ``RETIRED`` by a merge: the surviving golden id."""
+    split_from: str | None = None
+    """Set on the first version of a golden id created by a SPLIT."""
+    content_hash: str = ""
+    """:func:`content_hash` of ``values``."""
+    schema_version: int = GOLDEN_SCHEMA_VERSION
+
+
+class CrosswalkEntry(msgspec.Struct, frozen=True, gc=False):
+    """Which golden id a source record belongs to now (``golden_id`` None: the record was deleted)."""
+
+    entity: str
+    record_id: str
+    golden_id: str | None
+    score: float | None
+    """Match probability of the record's strongest link inside its cluster (None: alone)."""
+    since_us: int
+    """When the record joined this golden id."""
+
+
+class LinkRecord(msgspec.Struct, frozen=True, gc=False):
+    """One scored pair inside a cluster, with its per-comparison breakdown (for ``explain``)."""
+
+    entity: str
+    golden_id: str
+    a: str
+    b: str
+    weight: float
+    probability: float
+    comparisons: tuple[tuple[str, str, float], ...]
+    """(comparison name, level label, weight contribution)."""
+
+
+class LineageEvent(msgspec.Struct, frozen=True, gc=False):
+    """A MERGED or SPLIT of golden ids."""
+
+    entity: str
+    kind: LineageKind
+    golden_id: str
+    """MERGED: the survivor; SPLIT: the id that kept the larger part."""
+    others: tuple[str, ...]
+    """MERGED: the retired ids; SPLIT: the new ids."""
+    at_us: int
+    cause: Cause | None = None
+
+    @property
+    def event_id(self) -> str:
+        """Deterministic id (a replay produces the same one)."""
+        return f"{self.kind}:{self.golden_id}:{','.join(sorted(self.others))}:{self.at_us}"
+
+
+class GoldBatch(msgspec.Struct, frozen=True, gc=False):
+    """Everything one resolve step produced for one entity type, in order."""
+
+    entity: str
+    changes: tuple[GoldenChange, ...] = ()
+    crosswalk: tuple[CrosswalkEntry, ...] = ()
+    links: tuple[LinkRecord, ...] = ()
+    lineage: tuple[LineageEvent, ...] = ()
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(GoldenChange)
+
+
+def encode_change(change: GoldenChange) -> bytes:
+    """The ``golden.<entity>`` message value for ``change``."""
+    return _encoder.encode(change)
+
+
+def decode_change(data: bytes) -> GoldenChange:
+    """Parse a ``golden.<entity>`` message value (raises ``msgspec.ValidationError`` if malformed)."""
+    return _decoder.decode(data)
+
+
+def golden_topic(entity: str) -> str:
+    """The Kafka topic of one entity's golden-record changes."""
+    return f"golden.{entity}"
