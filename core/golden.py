@@ -165,6 +165,21 @@ class LineageEvent(msgspec.Struct, frozen=True, gc=False):
         return f"{self.kind}:{self.golden_id}:{','.join(sorted(self.others))}:{self.at_us}"
 
 
+class RecordChange(msgspec.Struct, frozen=True, gc=False):
+    """One source record's new current state, as silver applied it: the resolve stage's input.
+
+    ``values`` holds the canonical attributes of the entity (JSON-safe, see :func:`json_value`);
+    None means the record was deleted (or truncated away).
+    """
+
+    entity: str
+    record_id: str
+    source_system: str
+    values: dict[str, Any] | None
+    source_ts_us: int
+    cause: Cause
+
+
 class GoldBatch(msgspec.Struct, frozen=True, gc=False):
     """Everything one resolve step produced for one entity type, in order."""
 
