@@ -7,10 +7,15 @@ covers. Before appending we read the committed version from the same :class:`Del
 commit through and drop rows whose offset is not newer, so a replayed batch adds nothing twice.
 The check and the commit cannot interleave with another writer of the same ``app_id`` because only
 the worker that owns a Kafka partition writes that partition's stream.
+
+Each commit adds at least one small file (one per partition it touches) and a log entry, so an
+appender runs :func:`~sinks.delta.maintenance.maintain` on its table after enough commits (see
+:data:`APPEND_MAINTENANCE`): compaction keeps reads fast, checkpoints keep table loads fast.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,10 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from core.errors import TransientError
+from core.errors import TerminalError, TransientError
+from sinks.delta.maintenance import MaintenancePolicy, MaintenanceReport, maintain
+
+log = logging.getLogger(__name__)
 
 #: Table properties for append-heavy change logs: frequent checkpoints keep table loads fast under
 #: many small commits; the change data feed lets readers consume incrementally.
@@ -29,6 +37,12 @@ DEFAULT_CONFIGURATION: dict[str, str | None] = {
     "delta.checkpointInterval": "50",
     "delta.enableChangeDataFeed": "true",
 }
+
+#: Automatic maintenance of append-only tables. An append never rewrites a file, so small files only
+#: pile up: every 50 commits (or 64 new files, e.g. batches spread over many partitions) the
+#: partitions holding 8+ small files are compacted and a checkpoint is written. Past-day partitions
+#: of a date-partitioned change log end up as a few large files and are not touched again.
+APPEND_MAINTENANCE = MaintenancePolicy(every_commits=50, max_files=64, compact_min_files=8)
 
 
 @dataclass(frozen=True)
@@ -41,10 +55,19 @@ class AppendResult:
     version: int | None
     """The table version created, or None when nothing was written."""
     seconds: float
+    maintenance: MaintenanceReport | None = None
+    """Set when this append ran the automatic maintenance (its time is not in ``seconds``)."""
 
 
 class IdempotentAppender:
-    """Appends Arrow tables to one Delta table, each under an application transaction id."""
+    """Appends Arrow tables to one Delta table, each under an application transaction id.
+
+    ``maintenance`` decides when an append also maintains the table (None: never; run
+    ``goldstream maintain`` instead). Unlike :class:`~sinks.delta.silver.SilverWriter`, whose MERGEs
+    rewrite files, an append-only table's file count only grows, so ``max_files`` counts the files
+    added since the last maintenance, not the table's total (a large table of compacted 128 MB
+    files must not trigger a run after every commit). ``layer`` labels the maintenance metrics.
+    """
 
     def __init__(
         self,
@@ -54,13 +77,19 @@ class IdempotentAppender:
         partition_by: list[str] | None = None,
         offset_column: str = "offset",
         configuration: dict[str, str | None] | None = None,
+        maintenance: MaintenancePolicy | None = APPEND_MAINTENANCE,
+        layer: str = "append",
     ) -> None:
         self.uri = str(uri)
         self.schema = schema
         self.partition_by = partition_by or []
         self.offset_column = offset_column
         self.configuration = DEFAULT_CONFIGURATION if configuration is None else configuration
+        self.maintenance = maintenance
+        self.layer = layer
         self._table: DeltaTable | None = None
+        self._commits_since_maintenance = 0
+        self._files_after_maintenance: int | None = None
 
     def _open(self) -> DeltaTable:
         if self._table is not None:
@@ -121,6 +150,9 @@ class IdempotentAppender:
                 data = newer
                 if data.num_rows == 0:
                     return AppendResult(0, skipped, None, time.perf_counter() - started)
+        if self._files_after_maintenance is None:
+            # the files already there when this appender started count as maintained
+            self._files_after_maintenance = len(table.file_uris())
         props = CommitProperties(
             app_transactions=[Transaction(app_id=app_id, version=version)],
             custom_metadata={"goldstream.app_id": app_id, "goldstream.version": str(version)},
@@ -138,4 +170,34 @@ class IdempotentAppender:
             # version, so retrying cannot duplicate rows.
             self._table = None
             raise TransientError(f"{self.uri}: append under {app_id}@{version} failed: {exc}") from exc
-        return AppendResult(data.num_rows, skipped, table.version(), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return AppendResult(data.num_rows, skipped, table.version(), seconds, self._maybe_maintain(table))
+
+    def _maybe_maintain(self, table: DeltaTable) -> MaintenanceReport | None:
+        """Run the policy's maintenance when it is due; best effort (a failure is logged)."""
+        policy = self.maintenance
+        if policy is None:
+            return None
+        self._commits_since_maintenance += 1
+        files = len(table.file_uris())
+        due = self._commits_since_maintenance >= policy.every_commits
+        if not due and files - (self._files_after_maintenance or 0) <= policy.max_files:
+            return None
+        self._commits_since_maintenance = 0
+        try:
+            report = maintain(
+                self.uri,
+                target_file_size=policy.target_file_size,
+                zorder_by=policy.zorder_by,
+                retention=policy.retention,
+                compact_min_files=policy.compact_min_files,
+                layer=self.layer,
+            )
+        except (TransientError, TerminalError) as exc:
+            # the data is committed; the next run (or `goldstream maintain`) catches up
+            log.warning("%s: automatic maintenance failed: %s", self.uri, exc)
+            self._files_after_maintenance = files
+            return None
+        self._files_after_maintenance = report.files_after
+        # maintain() committed through its own DeltaTable object; ours catches up on next use
+        return report

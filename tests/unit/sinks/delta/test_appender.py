@@ -5,7 +5,9 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from sinks.delta.appender import IdempotentAppender
+from core.errors import TransientError
+from sinks.delta.appender import APPEND_MAINTENANCE, IdempotentAppender
+from sinks.delta.maintenance import MaintenancePolicy
 
 SCHEMA = pa.schema([pa.field("offset", pa.int64(), nullable=False), pa.field("v", pa.string())])
 
@@ -67,3 +69,97 @@ def test_version_beyond_last_row_is_recorded(tmp_path: Path) -> None:
 def test_empty_append_is_a_no_op(tmp_path: Path, n: int) -> None:
     r = IdempotentAppender(tmp_path / "t", SCHEMA).append(rows(range(n)), app_id="p", version=3)
     assert r.rows_written == 0 and r.version is None
+
+
+# -- automatic maintenance ------------------------------------------------------------------------
+
+PARTED = pa.schema(
+    [pa.field("offset", pa.int64(), nullable=False), pa.field("day", pa.string()), pa.field("v", pa.string())]
+)
+
+
+def parted_rows(offsets: range, days: list[str]) -> pa.Table:
+    return pa.table(
+        {
+            "offset": list(offsets),
+            "day": [days[o % len(days)] for o in offsets],
+            "v": [f"r{o}" for o in offsets],
+        },
+        schema=PARTED,
+    )
+
+
+def test_default_policy_is_on_and_leaves_small_tables_alone(tmp_path: Path) -> None:
+    app = IdempotentAppender(tmp_path / "t", SCHEMA)
+    assert app.maintenance == APPEND_MAINTENANCE
+    results = [app.append(rows(range(i * 10, i * 10 + 10)), app_id="p", version=i * 10 + 9) for i in range(5)]
+    assert all(r.maintenance is None for r in results)
+    assert len(DeltaTable(str(tmp_path / "t")).file_uris()) == 5
+
+
+def test_every_commits_compacts_and_checkpoints(tmp_path: Path) -> None:
+    policy = MaintenancePolicy(every_commits=10, compact_min_files=4)
+    app = IdempotentAppender(tmp_path / "t", SCHEMA, maintenance=policy)
+    reports = []
+    for i in range(25):
+        r = app.append(rows(range(i * 10, i * 10 + 10)), app_id="p", version=i * 10 + 9)
+        reports.append(r.maintenance)
+    ran = [i for i, rep in enumerate(reports) if rep is not None]
+    assert ran == [9, 19]  # the 10th and 20th commit
+    first = reports[9]
+    assert first is not None and first.files_before == 10 and first.files_after == 1
+    assert first.checkpoint_version is not None
+    table = DeltaTable(str(tmp_path / "t"))
+    assert len(table.file_uris()) == 1 + 5  # compacted at commit 20, then 5 more appends
+    assert (tmp_path / "t" / "_delta_log" / "_last_checkpoint").exists()
+    df = pl.read_delta(str(tmp_path / "t"))
+    assert sorted(df["offset"].to_list()) == list(range(250))  # nothing lost or doubled
+    # the transaction versions survive compaction: a replay still adds nothing
+    again = app.append(rows(range(240, 250)), app_id="p", version=249)
+    assert again.rows_written == 0 and again.rows_skipped == 10
+
+
+def test_max_files_counts_files_added_since_the_last_run(tmp_path: Path) -> None:
+    # each append spreads over 4 partitions: 4 new files per commit
+    days = ["d1", "d2", "d3", "d4"]
+    policy = MaintenancePolicy(every_commits=1000, max_files=10, compact_min_files=2)
+    app = IdempotentAppender(tmp_path / "t", PARTED, partition_by=["day"], maintenance=policy)
+    ran = []
+    for i in range(7):
+        r = app.append(parted_rows(range(i * 8, i * 8 + 8), days), app_id="p", version=i * 8 + 7)
+        if r.maintenance is not None:
+            ran.append(i)
+            assert r.maintenance.files_after == 4  # one per partition
+    assert ran == [2, 5]  # 12 files > 10 at the 3rd commit; 4 + 12 at the 6th
+    assert sorted(pl.read_delta(str(tmp_path / "t"))["offset"].to_list()) == list(range(56))
+
+
+def test_a_large_existing_table_does_not_trigger_every_commit(tmp_path: Path) -> None:
+    # 30 files from earlier writers, more than max_files: only new files count
+    old = IdempotentAppender(tmp_path / "t", SCHEMA, maintenance=None)
+    for i in range(30):
+        old.append(rows(range(i, i + 1)), app_id="old", version=i)
+    policy = MaintenancePolicy(every_commits=1000, max_files=5, compact_min_files=1000)
+    app = IdempotentAppender(tmp_path / "t", SCHEMA, maintenance=policy)
+    results = [app.append(rows(range(i, i + 1)), app_id="new", version=i) for i in range(6)]
+    assert [r.maintenance is not None for r in results] == [False] * 5 + [True]
+
+
+def test_no_policy_never_maintains(tmp_path: Path) -> None:
+    app = IdempotentAppender(tmp_path / "t", SCHEMA, maintenance=None)
+    for i in range(60):
+        assert app.append(rows(range(i, i + 1)), app_id="p", version=i).maintenance is None
+    assert len(DeltaTable(str(tmp_path / "t")).file_uris()) == 60
+
+
+def test_failed_maintenance_does_not_fail_the_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sinks.delta.appender as appender
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise TransientError("storage hiccup")
+
+    monkeypatch.setattr(appender, "maintain", broken)
+    app = IdempotentAppender(tmp_path / "t", SCHEMA, maintenance=MaintenancePolicy(every_commits=2))
+    results = [app.append(rows(range(i, i + 1)), app_id="p", version=i) for i in range(4)]
+    assert all(r.rows_written == 1 and r.maintenance is None for r in results)
+    assert pl.read_delta(str(tmp_path / "t")).height == 4
