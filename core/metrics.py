@@ -48,11 +48,57 @@ SILVER_ROWS = Counter(
     " than the row), superseded (a later change of the same key in the batch won), already_committed.",
     ["entity", "outcome"],
 )
+SCHEMA_DRIFT = Counter(
+    "goldstream_schema_drift_rows_total",
+    "Rows of source tables whose columns differ from their mapping, by change and policy action.",
+    ["system", "table", "column", "change", "action"],
+)
 DELTA_MAINTENANCE_SECONDS = Histogram(
     "goldstream_delta_maintenance_seconds",
     "Duration of one Delta maintenance step (compact, checkpoint, vacuum).",
     ["layer", "step"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+# --- propagation to target systems (labels: target, operation, outcome; never a record key) ---
+TARGET_REQUESTS = Counter(
+    "goldstream_target_requests_total",
+    "HTTP requests to a target API, by target, operation and HTTP status class (2xx, 4xx, 5xx, error).",
+    ["target", "operation", "status"],
+)
+TARGET_RETRIES = Counter(
+    "goldstream_target_retries_total",
+    "Target requests retried after a transient failure (429, 5xx, timeout), by reason.",
+    ["target", "reason"],
+)
+TARGET_BREAKER_STATE = Gauge(
+    "goldstream_target_breaker_state",
+    "Circuit breaker of a target: 0 closed, 1 half-open, 2 open (consumption for it paused).",
+    ["target"],
+)
+SYNC_OPERATIONS = Counter(
+    "goldstream_sync_operations_total",
+    "Planned operations on target records by outcome: ok, failed (terminal, to the retry ledger),"
+    " skipped (nothing to send, stale version or missing required fields).",
+    ["target", "operation", "outcome"],
+)
+SYNC_LATENCY_SECONDS = Histogram(
+    "goldstream_sync_latency_seconds",
+    "From the golden change's emission to the target acknowledging the write.",
+    ["target"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300),
+)
+ECHO_SUPPRESSED = Counter(
+    "goldstream_echo_suppressed_total",
+    "Inbound changes of a target system recognised as the echo of our own push and dropped.",
+    ["system"],
+)
+ECHO_PASSED = Counter(
+    "goldstream_echo_passed_total",
+    "Inbound changes of a target system checked by the echo filter and let through, by reason:"
+    " unknown (never pushed), differs (content changed after our push: a user edit).",
+    ["system", "reason"],
 )
 
 

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 
@@ -120,19 +121,24 @@ class BronzeWriter:
             )
         return self._tables[key]
 
-    def write(self, batch: ChangeBatch) -> None:
-        """Write one decoded batch: quarantine first, then each source table's rows."""
+    def write(self, batch: ChangeBatch) -> dict[tuple[str, str, str], pa.Table]:
+        """Write one decoded batch: quarantine first, then each source table's rows.
+
+        Returns the bronze rows per source table ``(system, schema, table)``, for later stages.
+        """
         SKIPPED.labels(reason="tombstone").inc(batch.tombstones)
         SKIPPED.labels(reason="heartbeat").inc(batch.heartbeats)
         self._quarantine.send(
             batch.rejected, topic=batch.topic, partition=batch.partition, version=batch.last_offset
         )
+        written: dict[tuple[str, str, str], pa.Table] = {}
         if not len(batch):
-            return
+            return written
         app_id = bronze_app_id(batch.topic, batch.partition)
         for (system, schema, table), rows in table_groups(batch).items():
             appender = self._table(system, schema, table)
             data = batch_to_arrow(batch, rows)
+            written[(system, schema, table)] = data
             result = retry_transient(
                 partial(appender.append, data, app_id=app_id, version=batch.last_offset),
                 operation=f"bronze append {system}.{schema}.{table}",
@@ -145,13 +151,15 @@ class BronzeWriter:
                 self._commit.observe(result.seconds)
                 src_us = np.asarray(data.column("source_ts").cast("int64"))[-result.rows_written :]
                 observe_many(SOURCE_TO_DELTA_SECONDS, (time.time() * 1e6 - src_us) / 1e6, layer="bronze")
+        return written
 
     def close(self) -> None:
         """Close the quarantine's producer."""
         self._quarantine.close()
 
 
-def _decode(batch: RawBatch) -> ChangeBatch:
+def decode(batch: RawBatch) -> ChangeBatch:
+    """Decode one polled batch (the flows' first step)."""
     EVENTS_IN.labels(stage="decode").inc(len(batch.offsets))
     decoded = decode_batch(batch)
     EVENTS_OUT.labels(stage="decode").inc(len(decoded))
@@ -182,7 +190,7 @@ def build_bronze_flow(
         start="earliest" if start == "earliest" else "latest",
     )
     raw = op.input("kafka", flow, source)
-    decoded = op.map("decode", raw, _decode)
+    decoded = op.map("decode", raw, decode)
     root = settings.delta_root
     bootstrap, dlq_topic = settings.kafka.bootstrap_servers, settings.dataflow.dlq_topic
 

@@ -19,6 +19,7 @@ from core.errors import GoldstreamError
 from core.settings import Settings, load_settings
 from flows.bronze import build_bronze_flow
 from flows.engine.runner import ensure_recovery_dir, run_in_process
+from flows.ingest import build_ingest_flow
 
 FlowBuilder = Callable[[Settings, argparse.Namespace], Dataflow]
 
@@ -28,7 +29,15 @@ def _bronze(settings: Settings, args: argparse.Namespace) -> Dataflow:
     return build_bronze_flow(settings, connectors, start=args.start, dlq=not args.no_dlq)
 
 
-FLOWS: dict[str, FlowBuilder] = {"bronze": _bronze}
+def _ingest(settings: Settings, args: argparse.Namespace) -> Dataflow:
+    connectors = load_connectors(settings.config_dir / "connectors", only=args.only or None)
+    return build_ingest_flow(
+        settings, connectors, start=args.start, dlq=not args.no_dlq, resolve=not args.no_resolve
+    )
+
+
+#: ``bronze``: the raw change log only; ``ingest``: bronze + canonical + silver (+ resolution).
+FLOWS: dict[str, FlowBuilder] = {"bronze": _bronze, "ingest": _ingest}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--start", choices=["earliest", "latest"], default="earliest")
     p.add_argument("--only", action="append", default=[])
     p.add_argument("--no-dlq", action="store_true")
+    p.add_argument("--no-resolve", action="store_true", help="ingest: stop at silver")
     p.add_argument("--no-recovery", action="store_true")
     p.add_argument("--metrics-port", type=int, default=None)
     return p

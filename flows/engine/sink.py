@@ -20,8 +20,8 @@ X_contra = TypeVar("X_contra", contravariant=True)
 class Writer(Protocol[X_contra]):
     """What a sink writer does."""
 
-    def write(self, item: X_contra) -> None:
-        """Write one item durably (or raise)."""
+    def write(self, item: X_contra) -> object:
+        """Write one item durably (or raise); a return value is ignored."""
 
     def close(self) -> None:
         """Release resources."""

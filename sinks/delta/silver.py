@@ -101,6 +101,7 @@ __all__ = [
     "ApplyResult",
     "SilverWriter",
     "read_current",
+    "read_rows",
     "silver_app_id",
     "silver_path",
     "split_invalid",
@@ -494,3 +495,21 @@ def read_current(path: str | Path, include_deleted: bool = False) -> pl.DataFram
     data = data_columns(names)
     order = [*KEY_COLUMNS, *data, *[c for c in STATE_COLUMNS if c in names]]
     return frame.select(order).collect()
+
+
+def read_rows(
+    path: str | Path, source_system: str, source_table: str, keys: list[str] | None = None
+) -> pl.DataFrame:
+    """Current rows of one source table in a silver table, soft-deleted ones included.
+
+    ``keys`` limits the read to those source keys (None: the whole source table, e.g. after a
+    truncate). The partition columns prune the scan to that source table's files.
+    """
+    frame = pl.scan_delta(str(path)).filter(
+        (pl.col("source_system") == source_system)
+        & (pl.col("source_table") == source_table)
+        & (pl.col("source_key") != TRUNCATE_KEY)
+    )
+    if keys is not None:
+        frame = frame.filter(pl.col("source_key").is_in(keys))
+    return frame.collect()

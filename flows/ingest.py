@@ -1,0 +1,337 @@
+"""The ingest dataflow: bronze, canonical mapping and silver, feeding entity resolution.
+
+    Kafka (one Bytewax partition per Kafka partition, batches)
+      -> decode (cdc.envelope)                     tombstones/heartbeats counted, bad messages rejected
+      -> bronze   (BronzeWriter)                   raw change log per source table, quarantine + DLQ
+      -> silver   (SilverStage)                    config/mappings -> canonical records -> silver MERGE;
+                                                   mapping rejects -> quarantine (stage "mapping") + DLQ;
+                                                   schema drift handled by each mapping's policy
+      -> RecordChange batches                      the silver state of every key the batch touched,
+                                                   for the resolve stage (entities with a matching config)
+
+Every stage is idempotent per Kafka partition (Delta transaction ids + silver's sequence guard), so
+the at-least-once replay after a crash or a rescale changes nothing twice. Stages with side effects
+are ``map`` steps holding per-worker writers: items of one Kafka partition stay on one worker and in
+offset order, which the silver writer requires.
+
+What the resolve stage receives is read back from silver after the MERGE, not taken from the batch:
+silver's guard may have ignored a late or duplicated change, and TOAST placeholders are only filled
+there, so the silver row is the one truth about a record's current state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import polars as pl
+import pyarrow as pa
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+
+from cdc.connectors import ConnectorFile
+from core.canonical import record_schema
+from core.events import ChangeBatch, Rejected
+from core.golden import Cause, RecordChange, json_value, record_id
+from core.metrics import EVENTS_IN, EVENTS_OUT, RETRIES, SCHEMA_DRIFT, SKIPPED
+from core.retry import retry_transient
+from core.settings import Settings
+from flows.bronze import BronzeWriter, Quarantine, bronze_topics, decode
+from flows.canonical import MappedBatch, MappingSet, compile_mappings, map_batch
+from flows.engine.kafka_source import KafkaBatchSource
+from flows.engine.sink import WriterSink
+from sinks.delta.silver import SilverWriter, read_rows, split_invalid
+from sinks.delta.silver_batch import data_columns
+from sinks.dlq import DeadLetterProducer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Lineage/state columns of a silver row that are not canonical attributes.
+_NOT_ATTRIBUTES = frozenset({"mapping_version", "extras", "unavailable"})
+_CAUSE_COLUMNS = ("source_key", "lsn", "source_ts", "topic", "partition", "offset")
+
+
+class PerWorker(Generic[T]):
+    """One lazily built object per worker thread (Bytewax runs each worker in its own thread).
+
+    Writers hold open Delta tables and Kafka producers, which are neither picklable nor meant to be
+    shared between threads, so ``map`` steps with side effects fetch theirs from here.
+    """
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._local = threading.local()
+
+    def get(self) -> T:
+        """This thread's object (built on first use)."""
+        obj: T | None = getattr(self._local, "obj", None)
+        if obj is None:
+            obj = self._factory()
+            self._local.obj = obj
+        return obj
+
+
+def _raw_messages(bronze: pl.DataFrame) -> dict[int, tuple[bytes | None, bytes | None, int]]:
+    """Kafka key, value and timestamp (ms) per offset, rebuilt from bronze rows.
+
+    Quarantine keeps the original message so ``goldstream dlq replay`` can re-send it as it was.
+    """
+    out = {}
+    for r in bronze.select("offset", "key", "envelope", "kafka_ts").iter_rows(named=True):
+        ts = r["kafka_ts"]
+        key = r["key"].encode() if r["key"] is not None else None
+        val = r["envelope"].encode() if r["envelope"] is not None else None
+        out[r["offset"]] = (key, val, int(ts.timestamp() * 1000) if ts is not None else 0)
+    return out
+
+
+def mapping_rejects(frame: pl.DataFrame, bronze: pl.DataFrame) -> tuple[Rejected, ...]:
+    """Quarantine entries for the mapping engine's rejects (:data:`flows.canonical.REJECT_SCHEMA`)."""
+    raw = _raw_messages(bronze)
+    out = []
+    for r in frame.iter_rows(named=True):
+        key, val, ts = raw.get(r["offset"], (r["key"], r["value"], 0))
+        out.append(
+            Rejected(
+                reason=r["reason"],
+                detail=r["detail"],
+                topic=r["topic"],
+                partition=r["partition"],
+                offset=r["offset"],
+                kafka_ts_ms=ts,
+                key=key,
+                value=val,
+                stage=r["stage"],
+            )
+        )
+    return tuple(out)
+
+
+def invalid_rejects(bad: pl.DataFrame, bronze: pl.DataFrame) -> tuple[Rejected, ...]:
+    """Quarantine entries for canonical records the silver contract refuses (``split_invalid``)."""
+    raw = _raw_messages(bronze)
+    out = []
+    for r in bad.select("reason", "topic", "partition", "offset", "source_key").iter_rows(named=True):
+        key, val, ts = raw.get(r["offset"], (None, None, 0))
+        out.append(
+            Rejected(
+                reason="invalid_record",
+                detail=f"{r['reason']} (source key {r['source_key']!r})",
+                topic=r["topic"],
+                partition=r["partition"],
+                offset=r["offset"],
+                kafka_ts_ms=ts,
+                key=key,
+                value=val,
+                stage="validation",
+            )
+        )
+    return tuple(out)
+
+
+def record_changes(entity: str, rows: pl.DataFrame, cause_of: dict[str, Cause]) -> list[RecordChange]:
+    """Silver rows (soft-deleted included) as the resolve stage's input."""
+    attrs = [c for c in data_columns(rows.columns) if c not in _NOT_ATTRIBUTES]
+    out = []
+    for r in rows.iter_rows(named=True):
+        rid = record_id(r["source_system"], r["source_table"], r["source_key"])
+        ts = r["source_ts"]
+        ts_us = int(ts.timestamp() * 1_000_000) if ts is not None else 0
+        values = None if r["deleted"] else {a: json_value(r[a]) for a in attrs}
+        cause = cause_of.get(r["source_key"]) or Cause(
+            rid, r["lsn"], ts_us, r["topic"], r["partition"], r["offset"]
+        )
+        out.append(RecordChange(entity, rid, r["source_system"], values, ts_us, cause))
+    return out
+
+
+class SilverStage:
+    """Maps bronze rows to canonical records, applies them to silver, reports what changed.
+
+    ``resolve_entities``: entities whose changed records are read back and emitted for entity
+    resolution (others are only written to silver).
+    """
+
+    def __init__(
+        self,
+        delta_root: Path,
+        mappings: MappingSet,
+        quarantine: Quarantine,
+        *,
+        resolve_entities: Iterable[str] = (),
+    ) -> None:
+        self._root = delta_root
+        self._mappings = mappings
+        self._quarantine = quarantine
+        self._resolve = frozenset(resolve_entities)
+        self._writers: dict[str, SilverWriter] = {}
+        self._unmapped_logged: set[tuple[str, str, str]] = set()
+
+    def _writer(self, entity: str) -> SilverWriter:
+        if entity not in self._writers:
+            self._writers[entity] = SilverWriter(self._root, entity, schema=record_schema(entity))
+        return self._writers[entity]
+
+    def apply(self, batch: ChangeBatch, tables: dict[tuple[str, str, str], pa.Table]) -> list[RecordChange]:
+        """Map and apply one decoded batch's bronze rows; return the changed records to resolve."""
+        out: list[RecordChange] = []
+        for ident, data in tables.items():
+            mapping = self._mappings.for_table(*ident)
+            if mapping is None:
+                SKIPPED.labels(reason="unmapped_table").inc(data.num_rows)
+                if ident not in self._unmapped_logged:
+                    self._unmapped_logged.add(ident)
+                    log.info("%s.%s.%s has no mapping: bronze only", *ident)
+                continue
+            bronze = pl.from_arrow(data)
+            assert isinstance(bronze, pl.DataFrame)
+            EVENTS_IN.labels(stage="canonical").inc(bronze.height)
+            mapped = map_batch(mapping, bronze)
+            self._report_drift(mapped)
+            self._quarantine_mapping(batch, mapped, bronze)
+            records, bad = split_invalid(mapped.records)
+            if bad.height:
+                self._quarantine.send(
+                    invalid_rejects(bad, bronze),
+                    topic=batch.topic,
+                    partition=batch.partition,
+                    version=batch.last_offset,
+                )
+            EVENTS_OUT.labels(stage="canonical").inc(records.height)
+            if records.height == 0:
+                continue
+            writer = self._writer(mapping.entity)
+            result = retry_transient(
+                lambda w=writer, r=records: w.apply(r),  # type: ignore[misc]
+                operation=f"silver apply {mapping.entity}",
+                on_retry=lambda _e, _n: RETRIES.labels(operation="silver_apply").inc(),
+            )
+            EVENTS_OUT.labels(stage="silver").inc(result.rows_applied)
+            if mapping.entity in self._resolve:
+                out.extend(self._read_back(mapping.entity, records))
+        return out
+
+    def _report_drift(self, mapped: MappedBatch) -> None:
+        for f in mapped.drift:
+            SCHEMA_DRIFT.labels(
+                system=f.system,
+                table=f"{f.schema}.{f.table}",
+                column=f.column,
+                change=f.change,
+                action=f.action,
+            ).inc(f.rows)
+            log.warning("schema drift: %s", f.message())
+
+    def _quarantine_mapping(self, batch: ChangeBatch, mapped: MappedBatch, bronze: pl.DataFrame) -> None:
+        if mapped.rejects.height == 0:
+            return
+        self._quarantine.send(
+            mapping_rejects(mapped.rejects, bronze),
+            topic=batch.topic,
+            partition=batch.partition,
+            version=batch.last_offset,
+        )
+
+    def _read_back(self, entity: str, records: pl.DataFrame) -> list[RecordChange]:
+        """The silver rows of every key ``records`` touched (a truncate touches its whole table)."""
+        out: list[RecordChange] = []
+        path = self._writer(entity).path
+        for (system, table), part in records.group_by(["source_system", "source_table"]):
+            truncated = bool((part.get_column("op") == "t").any())
+            keys = None if truncated else part.get_column("source_key").drop_nulls().unique().to_list()
+            last = part.unique("source_key", keep="last", maintain_order=True)
+            causes = {
+                r["source_key"]: Cause(
+                    record_id(str(system), str(table), r["source_key"]),
+                    r["lsn"],
+                    int(r["source_ts"].timestamp() * 1_000_000),
+                    r["topic"],
+                    r["partition"],
+                    r["offset"],
+                )
+                for r in last.select(
+                    "source_key", "lsn", "source_ts", "topic", "partition", "offset"
+                ).iter_rows(named=True)
+                if r["source_key"] is not None
+            }
+            rows = read_rows(path, str(system), str(table), keys)
+            out.extend(record_changes(entity, rows, causes))
+        return out
+
+
+class IngestStage:
+    """The per-worker bronze + silver stage of the ingest flow."""
+
+    def __init__(self, bronze: BronzeWriter, silver: SilverStage) -> None:
+        self.bronze = bronze
+        self.silver = silver
+
+    def process(self, batch: ChangeBatch) -> list[RecordChange]:
+        """Bronze first (the raw log never waits for mapping), then canonical + silver."""
+        tables = self.bronze.write(batch)
+        return self.silver.apply(batch, tables)
+
+
+class _Discard:
+    """The end of the flow when nothing is resolved: silver was the last effect."""
+
+    def write(self, item: object) -> None:
+        """Drop ``item``."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def build_ingest_flow(
+    settings: Settings,
+    connectors: list[ConnectorFile],
+    *,
+    start: str = "earliest",
+    dlq: bool = True,
+    resolve: bool = True,
+) -> Dataflow:
+    """The ingest dataflow over every table the connectors capture.
+
+    ``resolve``: also run entity resolution and the gold sinks for entities with a matching config.
+    """
+    if start not in ("earliest", "latest"):
+        raise ValueError(f"start must be earliest or latest, not {start!r}")
+    mappings = compile_mappings(settings.config_dir)
+    flow = Dataflow("goldstream_ingest")
+    source = KafkaBatchSource(
+        settings.kafka.bootstrap_servers,
+        bronze_topics(connectors),
+        batch_size=settings.dataflow.batch_size,
+        batch_timeout_ms=settings.dataflow.batch_timeout_ms,
+        start="earliest" if start == "earliest" else "latest",
+    )
+    raw = op.input("kafka", flow, source)
+    decoded = op.map("decode", raw, decode)
+    root = settings.delta_root
+    bootstrap, dlq_topic = settings.kafka.bootstrap_servers, settings.dataflow.dlq_topic
+    entities = resolvable_entities(settings.config_dir) if resolve else ()
+
+    def make_stage() -> IngestStage:
+        producer = DeadLetterProducer(bootstrap, dlq_topic) if dlq else None
+        quarantine = Quarantine(root, producer)
+        return IngestStage(
+            BronzeWriter(root, quarantine),
+            SilverStage(root, mappings, quarantine, resolve_entities=entities),
+        )
+
+    stages = PerWorker(make_stage)
+    changed = op.map("bronze_silver", decoded, lambda b: stages.get().process(b))
+    op.output("done", changed, WriterSink(lambda _i, _n: _Discard()))
+    return flow
+
+
+def resolvable_entities(config_dir: Path) -> tuple[str, ...]:
+    """Entities with both a matching and a survivorship config."""
+    matching = {p.stem for p in (config_dir / "matching").glob("*.yaml")}
+    survivorship = {p.stem for p in (config_dir / "survivorship").glob("*.yaml")}
+    return tuple(sorted(matching & survivorship))
