@@ -53,6 +53,17 @@ SCHEMA_DRIFT = Counter(
     "Rows of source tables whose columns differ from their mapping, by change and policy action.",
     ["system", "table", "column", "change", "action"],
 )
+GOLD_ROWS = Counter(
+    "goldstream_gold_rows_total",
+    "Rows handled by a gold writer per table, by outcome: written (inserted, replaced, closed or"
+    " deleted) or stale (older than the stored row, or superseded within the batch).",
+    ["entity", "table", "outcome"],
+)
+GOLDEN_PUBLISHED = Counter(
+    "goldstream_golden_published_total",
+    "Golden-record changes acknowledged by Kafka on golden.<entity>.",
+    ["entity"],
+)
 DELTA_MAINTENANCE_SECONDS = Histogram(
     "goldstream_delta_maintenance_seconds",
     "Duration of one Delta maintenance step (compact, checkpoint, vacuum).",
@@ -99,6 +110,31 @@ ECHO_PASSED = Counter(
     "Inbound changes of a target system checked by the echo filter and let through, by reason:"
     " unknown (never pushed), differs (content changed after our push: a user edit).",
     ["system", "reason"],
+)
+RESOLVE_RECORDS = Counter(
+    "goldstream_resolve_records_total",
+    "Record changes reaching the resolve stage, by outcome: resolved, or no_config (the entity has no"
+    " matching + survivorship config and is passed over).",
+    ["entity", "outcome"],
+)
+GOLDEN_CHANGES = Counter(
+    "goldstream_golden_changes_total",
+    "Golden-record versions emitted, by kind: created (version 1), updated, retired.",
+    ["entity", "kind"],
+)
+GOLDEN_LINEAGE = Counter(
+    "goldstream_golden_lineage_total", "MERGED and SPLIT events of golden ids.", ["entity", "kind"]
+)
+RESOLVE_STATE = Gauge(
+    "goldstream_resolve_state_size",
+    "Size of one entity type's resolve state on this worker: live records, golden ids.",
+    ["entity", "what"],
+)
+RESOLVE_SECONDS = Histogram(
+    "goldstream_resolve_batch_seconds",
+    "Duration of one resolve step (matching, clustering and golden-record assembly of a batch).",
+    ["entity"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
 
