@@ -188,6 +188,9 @@ class GoldBatch(msgspec.Struct, frozen=True, gc=False):
     crosswalk: tuple[CrosswalkEntry, ...] = ()
     links: tuple[LinkRecord, ...] = ()
     lineage: tuple[LineageEvent, ...] = ()
+    relinked: tuple[str, ...] = ()
+    """Golden ids whose link set this batch replaces: their current links are all in ``links`` (none
+    there: the cluster has no scored pair left). Links of a ``RETIRED`` golden id are dropped."""
 
 
 _encoder = msgspec.json.Encoder()
