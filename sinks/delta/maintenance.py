@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -68,6 +69,43 @@ _UNITS = {
     "day": 86400,
     "week": 7 * 86400,
 }
+
+
+#: The layers under a delta root, in the order ``goldstream maintain`` visits them. A table outside
+#: them (a directory of its own under the root) is listed as layer ``other``.
+LAYERS = ("bronze", "silver", "gold", "quarantine")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """One Delta table found under a delta root."""
+
+    layer: str
+    """``bronze``, ``silver``, ``gold``, ``quarantine`` or ``other``: the first path component."""
+    name: str
+    """The table's path relative to the root, with ``/`` (``bronze/shop/public/customers``)."""
+    path: Path
+
+
+def find_tables(delta_root: Path) -> list[TableRef]:
+    """Every Delta table (a directory holding ``_delta_log``) under ``delta_root``, by layer, then name.
+
+    The walk does not descend into a table (its partition directories hold no tables), so its cost
+    is the number of non-table directories, not of data files. A missing root holds no tables.
+    """
+    root = Path(delta_root)
+    found: list[TableRef] = []
+    for current, dirs, _files in os.walk(root):
+        if "_delta_log" in dirs:
+            dirs.clear()
+            rel = Path(current).relative_to(root)
+            # the root itself may be a table (no parts): layer "other"
+            layer = rel.parts[0] if rel.parts and rel.parts[0] in LAYERS else "other"
+            found.append(TableRef(layer, rel.as_posix(), Path(current)))
+        else:
+            dirs.sort()
+    order = {layer: i for i, layer in enumerate((*LAYERS, "other"))}
+    return sorted(found, key=lambda t: (order[t.layer], t.name))
 
 
 def parse_interval(text: str) -> timedelta:
