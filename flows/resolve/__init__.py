@@ -7,7 +7,10 @@
 * :mod:`.cluster` -- order-free clustering of a component of the match graph;
 * :mod:`.resolver` -- the incremental resolver (upsert/delete -> entity events);
 * :mod:`.train` -- unsupervised EM training of m/u, the prior and term frequencies;
-* :mod:`.survivorship` -- golden records from cluster members, with per-field provenance.
+* :mod:`.survivorship` -- golden records from cluster members, with per-field provenance;
+* :mod:`.golden` -- the golden book: record changes -> versioned golden records, crosswalk, links,
+  lineage (:class:`~core.golden.GoldBatch`);
+* :mod:`.operator` -- the Bytewax wiring of the golden book (imported on its own: it needs Bytewax).
 """
 
 from flows.resolve.config import (
@@ -18,6 +21,7 @@ from flows.resolve.config import (
     write_matching_config,
 )
 from flows.resolve.events import EntityEvent
+from flows.resolve.golden import GoldenBook, GoldenView, golden_fields, is_resolvable
 from flows.resolve.resolver import ClusterExplanation, LinkExplanation, Resolver
 from flows.resolve.survivorship import (
     GoldenRecord,
@@ -32,7 +36,9 @@ from flows.resolve.train import format_weights, train, train_with_report
 __all__ = [
     "ClusterExplanation",
     "EntityEvent",
+    "GoldenBook",
     "GoldenRecord",
+    "GoldenView",
     "LinkExplanation",
     "MatchingConfig",
     "Member",
@@ -42,6 +48,8 @@ __all__ = [
     "SurvivorshipConfig",
     "build_golden",
     "format_weights",
+    "golden_fields",
+    "is_resolvable",
     "load_matching_config",
     "load_overrides",
     "load_survivorship_config",
