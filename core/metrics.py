@@ -127,7 +127,8 @@ GOLDEN_LINEAGE = Counter(
 )
 RESOLVE_STATE = Gauge(
     "goldstream_resolve_state_size",
-    "Size of one entity type's resolve state on this worker: live records, golden ids.",
+    "Size of one entity type's resolve state on this worker: records (live), golden (ids),"
+    " oversized_blocks (block key values past max_block_size: they generate no pairs).",
     ["entity", "what"],
 )
 RESOLVE_SECONDS = Histogram(

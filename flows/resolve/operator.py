@@ -111,6 +111,7 @@ class ResolveLogic(StatefulBatchLogic[Sequence[RecordChange], GoldBatch, object]
         stats = book.stats()
         RESOLVE_STATE.labels(entity=entity, what="records").set(stats.records)
         RESOLVE_STATE.labels(entity=entity, what="golden").set(stats.golden)
+        RESOLVE_STATE.labels(entity=entity, what="oversized_blocks").set(book.resolver.oversized_blocks)
         for b in out:
             _count(b)
         return [b for b in out if not _is_empty(b)], StatefulBatchLogic.RETAIN

@@ -74,6 +74,8 @@ class ResolverStats:
     clusters: int
     pairs_scored: int
     largest_cluster: int
+    oversized_blocks: int = 0
+    """Block key values held by more than ``max_block_size`` records (they generate no pairs)."""
 
 
 class Resolver:
@@ -92,6 +94,7 @@ class Resolver:
         self.must: dict[str, set[str]] = {}
         self.cannot: dict[str, set[str]] = {}
         self.pairs_scored = 0
+        self.oversized_blocks = 0
         self._compile()
         for a, b in config.overrides.must_link:
             self._add_override(self.must, a, b)
@@ -116,6 +119,9 @@ class Resolver:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "oversized_blocks" not in state:  # pickled before the counter existed: count once
+            cap = self.config.blocking.max_block_size
+            self.oversized_blocks = sum(len(b) > cap for b in self.blocks.values())
         self._compile()
 
     # -- public API ---------------------------------------------------------------------------
@@ -209,7 +215,13 @@ class Resolver:
         edges = sum(len(v) for v in self.adj.values()) // 2
         largest = max((len(m) for m in self.golden_members.values()), default=0)
         return ResolverStats(
-            len(self.store), edges, len(self.blocks), len(self.golden_members), self.pairs_scored, largest
+            len(self.store),
+            edges,
+            len(self.blocks),
+            len(self.golden_members),
+            self.pairs_scored,
+            largest,
+            self.oversized_blocks,
         )
 
     def explain_pair(self, a: str, b: str) -> LinkExplanation:
@@ -289,8 +301,10 @@ class Resolver:
         for k, size in before.items():
             now = len(self.blocks.get(k, ()))
             if size <= m < now:
+                self.oversized_blocks += 1
                 seeds.update(self._deactivate(k))
             elif now <= m < size:
+                self.oversized_blocks -= 1
                 members = self.blocks.get(k, ())
                 for i, a in enumerate(members):
                     for b in members[i + 1 :]:
