@@ -886,12 +886,17 @@ def _scan(path: Path) -> pl.LazyFrame:
     return pl.scan_delta(str(path))
 
 
-def read_golden(delta_root: Path, entity: str, *, include_retired: bool = True) -> pl.DataFrame:
-    """The current golden records of ``entity`` (one row per golden id), sorted by golden id.
+def read_golden(
+    delta_root: Path, entity: str, golden_id: str | None = None, *, include_retired: bool = True
+) -> pl.DataFrame:
+    """The current golden records of ``entity`` (one row per golden id, or only ``golden_id``'s),
+    sorted by golden id.
 
     Raises :class:`TerminalError` when the table does not exist.
     """
     frame = _scan(gold_paths(delta_root, entity).golden)
+    if golden_id is not None:
+        frame = frame.filter(pl.col("golden_id") == golden_id)
     if not include_retired:
         frame = frame.filter(pl.col("golden_status") == "active")
     return frame.sort("golden_id").collect()
