@@ -33,7 +33,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from core.golden import GoldBatch, RecordChange
 from core.metrics import GOLDEN_CHANGES, GOLDEN_LINEAGE, RESOLVE_RECORDS, RESOLVE_SECONDS, RESOLVE_STATE
-from flows.resolve.golden import GoldenBook, is_resolvable, load_file_overrides
+from flows.resolve.golden import GoldenBook, is_resolvable, load_file_overrides, overrides_path
 
 Clock = Callable[[], int]
 """Microseconds since the epoch (UTC): ``emitted_at_us``, crosswalk ``since_us``, lineage ``at_us``."""
@@ -70,13 +70,23 @@ class ResolveLogic(StatefulBatchLogic[Sequence[RecordChange], GoldBatch, object]
     """The per-entity logic: owns one :class:`GoldenBook` (built on the first batch, since Bytewax
     does not tell a builder its key)."""
 
-    def __init__(self, config_dir: Path, clock: Clock, book: GoldenBook | None) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        clock: Clock,
+        book: GoldenBook | None,
+        *,
+        overrides_poll_s: float = 30.0,
+    ) -> None:
         self.config_dir = config_dir
         self.clock = clock
         self.book = book
-        # A resumed book re-reads the steward overrides file on its first batch: decisions made
-        # while the flow was down take effect, and the ones already applied re-cluster nothing.
-        self._refresh_overrides = book is not None
+        self.overrides_poll_s = overrides_poll_s
+        # What the steward overrides file looked like when last read. A resumed book starts
+        # "unknown", so its first batch re-reads the file: decisions made while the flow was down
+        # take effect, and the ones already applied re-cluster nothing.
+        self._overrides_seen: tuple[int, int] | str | None = "unknown"
+        self._overrides_checked = time.monotonic()
         self._snap: weakref.ref[_Snapshot] | None = None
         # Counted once per book and snapshot cycle, not per pickle.
         self.freezes = 0
@@ -97,13 +107,15 @@ class ResolveLogic(StatefulBatchLogic[Sequence[RecordChange], GoldBatch, object]
         started = time.perf_counter()
         out: list[GoldBatch] = []
         if self.book is None:
-            self.book = GoldenBook.from_config_dir(self.config_dir, changes[0].entity)
+            entity = changes[0].entity
+            # Stamp first: a file changed while the book is built is read again on the next check.
+            self._overrides_seen = _stamp(overrides_path(self.config_dir, entity))
+            self._overrides_checked = time.monotonic()
+            self.book = GoldenBook.from_config_dir(self.config_dir, entity)
         book = self.book
-        if self._refresh_overrides:
-            self._refresh_overrides = False
-            out.append(
-                book.set_overrides(load_file_overrides(self.config_dir, book.entity), now_us=self.clock())
-            )
+        batch = self._check_overrides(book)
+        if batch is not None:
+            out.append(batch)
         out.append(book.apply(changes, now_us=self.clock()))
         entity = book.entity
         RESOLVE_SECONDS.labels(entity=entity).observe(time.perf_counter() - started)
@@ -116,6 +128,19 @@ class ResolveLogic(StatefulBatchLogic[Sequence[RecordChange], GoldBatch, object]
             _count(b)
         return [b for b in out if not _is_empty(b)], StatefulBatchLogic.RETAIN
 
+    def _check_overrides(self, book: GoldenBook) -> GoldBatch | None:
+        """Re-apply the steward overrides file when it changed (checked every ``overrides_poll_s``)."""
+        now = time.monotonic()
+        if self._overrides_seen != "unknown" and now - self._overrides_checked < self.overrides_poll_s:
+            return None
+        self._overrides_checked = now
+        stamp = _stamp(overrides_path(self.config_dir, book.entity))
+        if stamp == self._overrides_seen:
+            return None
+        overrides = load_file_overrides(self.config_dir, book.entity)
+        self._overrides_seen = stamp
+        return book.set_overrides(overrides, now_us=self.clock())
+
     def snapshot(self) -> object:
         """A holder of the live book (see the module docstring); None before the first batch."""
         if self.book is None:
@@ -126,6 +151,15 @@ class ResolveLogic(StatefulBatchLogic[Sequence[RecordChange], GoldBatch, object]
             snap = _Snapshot(self.book)
             self._snap = weakref.ref(snap)
         return snap
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime, size) of a file, None when there is none."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _is_empty(b: GoldBatch) -> bool:
@@ -170,21 +204,29 @@ def resolve(
     *,
     config_dir: Path,
     clock: Clock = wall_clock_us,
+    overrides_poll_s: float = 30.0,
 ) -> Stream[GoldBatch]:
     """Entity resolution and golden records for every entity with a matching and survivorship config.
 
     ``up`` carries batches of record changes (any entities, in source order per record); the output
     carries one :class:`~core.golden.GoldBatch` per entity and step activation, only when something
     changed. Config files are read when an entity's first batch arrives; a resumed flow keeps the
-    matching and survivorship config it was started with (changing those means re-resolving) but
-    re-reads the steward overrides file.
+    matching and survivorship config it was started with (changing those means re-resolving).
+    The steward overrides file (``config/matching/overrides/<entity>.yaml``) is re-read when it
+    changes, checked at most every ``overrides_poll_s`` seconds, on the next batch of the entity.
+
+    Wiring (the ingest flow)::
+
+        changed = op.map("bronze_silver", decoded, process)  # Stream[list[RecordChange]]
+        golden = resolve("resolve", changed, config_dir=settings.config_dir)  # Stream[GoldBatch]
+        op.output("gold", golden, WriterSink(make_gold_writer))
     """
     router = _Router(config_dir)
     keyed = op.flat_map("by_entity", up, router)
 
     def build(resume: object | None) -> ResolveLogic:
         book = resume if isinstance(resume, GoldenBook) else None
-        return ResolveLogic(config_dir, clock, book)
+        return ResolveLogic(config_dir, clock, book, overrides_poll_s=overrides_poll_s)
 
     golden = op.stateful_batch("golden", keyed, build)
     return op.key_rm("unkey", golden)

@@ -183,3 +183,24 @@ def test_resume_from_a_recovery_snapshot_continues_versions_and_ids(tmp_path: Pa
     assert len(out) == 2
     (v2,) = out[1].changes
     assert (v2.golden_id, v2.version, v2.changed) == (v1.golden_id, 2, ("job_title",))
+
+
+def test_a_changed_overrides_file_is_applied_on_the_next_batch(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    (cfg / "matching" / "overrides").mkdir(parents=True)
+    (cfg / "survivorship").mkdir()
+    for sub in ("matching", "survivorship"):
+        (cfg / sub / "customer.yaml").write_text((CONFIG / sub / "customer.yaml").read_text())
+    logic = ResolveLogic(cfg, lambda: 1, None, overrides_poll_s=0.0)
+    a, b = make_person(5, 3, org_count=10), make_person(6, 3, org_count=10)
+    logic.on_batch([[change("customer", "crm", 1, customer(a, "crm"), 1)]])
+    logic.on_batch([[change("customer", "shop", 2, customer(b, "shop"), 1)]])
+    book = logic.book
+    assert book is not None
+    ra, rb = "crm:public.customers:1", "shop:public.customers:2"
+    assert book.golden_id(ra) != book.golden_id(rb)
+    (cfg / "matching" / "overrides" / "customer.yaml").write_text(f"must_link:\n  - ['{ra}', '{rb}']\n")
+    out, _ = logic.on_batch([[change("customer", "crm", 1, customer(a, "crm"), 1)]])
+    assert book.golden_id(ra) == book.golden_id(rb)
+    (merge,) = [b for b in out if b.lineage]
+    assert [e.kind for e in merge.lineage] == ["MERGED"]
