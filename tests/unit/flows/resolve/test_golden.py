@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import pickle
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -332,23 +333,39 @@ def final_view(b: GoldenBook) -> frozenset[tuple[frozenset[str], tuple[Any, ...]
     return frozenset(out)
 
 
-def consumer_view(outs: list[GoldBatch]) -> tuple[dict[str, GoldenChange], dict[str, str]]:
-    """What a consumer of the emitted stream ends up with: live golden records and the crosswalk."""
-    golden: dict[str, GoldenChange] = {}
-    crosswalk: dict[str, str] = {}
-    for out in outs:
+@dataclass
+class Consumer:
+    """What a consumer of the emitted stream ends up with (as the gold sinks apply it)."""
+
+    golden: dict[str, GoldenChange] = field(default_factory=dict)
+    crosswalk: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+    links: dict[str, set[tuple[str, str, float]]] = field(default_factory=dict)
+
+    def apply(self, out: GoldBatch) -> None:
         for ch in out.changes:
-            if ch.golden_id in golden:
-                assert ch.version == golden[ch.golden_id].version + 1
-            else:
-                assert ch.version == 1
-            golden[ch.golden_id] = ch
+            prev = self.golden.get(ch.golden_id)
+            assert ch.version == (1 if prev is None else prev.version + 1)
+            assert ch.content_hash == content_hash(ch.values)
+            assert all(f in ch.provenance for f, v in ch.values.items() if v is not None)
+            if ch.merged_into is not None:
+                assert ch.kind == "RETIRED"
+                assert ch.merged_into in {c.golden_id for c in out.changes if c.kind == "UPSERT"}
+            self.golden[ch.golden_id] = ch
+            if ch.kind == "RETIRED":
+                self.links.pop(ch.golden_id, None)
+        for g in out.relinked:
+            self.links[g] = set()
+        for link in out.links:
+            assert link.golden_id in out.relinked
+            self.links[link.golden_id].add((link.a, link.b, link.weight))
         for x in out.crosswalk:
             if x.golden_id is None:
-                crosswalk.pop(x.record_id, None)
+                self.crosswalk.pop(x.record_id, None)
             else:
-                crosswalk[x.record_id] = x.golden_id
-    return {g: c for g, c in golden.items() if c.kind == "UPSERT"}, crosswalk
+                self.crosswalk[x.record_id] = (x.golden_id, x.score)
+
+    def live(self) -> dict[str, GoldenChange]:
+        return {g: c for g, c in self.golden.items() if c.kind == "UPSERT"}
 
 
 settings.register_profile(
@@ -379,13 +396,22 @@ def test_any_arrival_order_gives_the_same_golden_records(
     scratch.apply(finals, now_us=1)
     assert final_view(first) == final_view(second) == final_view(scratch)
     for b, outs in ((first, outs_1), (second, outs_2)):
-        golden, crosswalk = consumer_view(outs)
+        consumer = Consumer()
+        for out in outs:
+            consumer.apply(out)
+        golden = consumer.live()
         assert set(golden) == set(b.golden_ids())
         for g, ch in golden.items():
             view = b.golden(g)
-            assert view is not None and (ch.version, ch.members, ch.values) == (
-                view.version,
-                view.members,
-                view.values,
-            )
-        assert crosswalk == {r.record_id: b.golden_id(r.record_id) for r in finals}
+            assert view is not None
+            assert (ch.version, ch.members, ch.values) == (view.version, view.members, view.values)
+        expected_xw = {}
+        for r in finals:
+            gid = b.golden_id(r.record_id)
+            assert gid is not None
+            members = set(b.resolver.members(gid))
+            expected_xw[r.record_id] = (gid, b._score(r.record_id, members) if len(members) > 1 else None)
+        assert consumer.crosswalk == expected_xw
+        for g in golden:
+            expected_links = {(lk.a, lk.b, lk.weight) for lk in b._links(g)}
+            assert consumer.links.get(g, set()) == expected_links
