@@ -34,10 +34,12 @@ one after a newer one, so every table is written by a MERGE with a key and a gua
   arrives late (its ``valid_to`` is the next version's ``valid_from``);
 * crosswalk: keyed by (entity, record_id); an entry replaces the stored one only when its ``since``
   is not older; a deleted record keeps its last golden id with ``deleted`` true;
-* links: the links a batch carries for a golden id are that cluster's complete current set and
-  replace its stored links; a golden id whose change retires it or leaves it with fewer than two
-  members loses its links. Link sets of a golden id whose change in the batch is older than the
-  stored version are ignored;
+* links: for every golden id in :attr:`GoldBatch.relinked <core.golden.GoldBatch.relinked>` (and
+  every id the batch carries links for), the batch's links are the cluster's complete current set
+  and replace its stored links (none: it has no scored pair left); a ``RETIRED`` golden id loses its
+  links. The link set of a golden id whose change in the batch is older than the stored version is
+  ignored (a replay of an old batch); links carry no version of their own, so a replayed link set of
+  a golden id without a change in its batch replaces the stored one until the next batch for it;
 * lineage: keyed by event_id (deterministic), insert only.
 
 Within a batch duplicate keys are folded first (delta-rs MERGE fails on them). A commit that
@@ -506,7 +508,7 @@ class GoldWriter:
         hist = run(self.history, lambda tb: self._merge_history(tb, _distinct_versions(batch.changes)))
         xwalk_in = _latest_crosswalk(batch.crosswalk)
         xwalk = run(self.crosswalk, lambda tb: self._merge_crosswalk(tb, xwalk_in))
-        links = run(self.links, lambda tb: self._merge_links(tb, batch.links, latest, fresh))
+        links = run(self.links, lambda tb: self._merge_links(tb, batch, latest, fresh))
         lineage = run(self.lineage, lambda tb: self._merge_lineage(tb, batch.lineage))
         golden = run(self.golden, lambda tb: self._merge_golden(tb, latest))
 
@@ -793,14 +795,15 @@ class GoldWriter:
     def _merge_links(
         self,
         handle: DeltaTable,
-        links: Sequence[LinkRecord],
+        batch: GoldBatch,
         latest: Sequence[GoldenChange],
         fresh: Sequence[GoldenChange],
     ) -> dict[str, Any] | None:
+        links = batch.links
         version = {c.golden_id: c.version for c in latest}
         stale = {c.golden_id for c in latest} - {c.golden_id for c in fresh}
-        replaced = {link.golden_id for link in links} - stale
-        replaced |= {c.golden_id for c in fresh if c.kind == "RETIRED" or len(c.members) < 2}
+        replaced = ({*batch.relinked} | {link.golden_id for link in links}) - stale
+        replaced |= {c.golden_id for c in fresh if c.kind == "RETIRED"}
         if not replaced:
             return None
         kept: dict[tuple[str, str, str], LinkRecord] = {}

@@ -285,6 +285,16 @@ def test_links_of_a_cluster_are_replaced_and_dropped_on_retire(tmp_path: Path, w
     assert comps[0] == {"comparison": "name", "level": "exact", "weight": 9.0}
 
 
+def test_links_follow_relinked(tmp_path: Path, writer: GoldWriter) -> None:
+    writer.apply(GoldBatch("customer", changes=(change("G1", 1),), links=(link("G1"),), relinked=("G1",)))
+    # a value change that does not touch the cluster's pairs: the stored links stay
+    writer.apply(GoldBatch("customer", changes=(change("G1", 2, email="new@x"),)))
+    assert read_links(tmp_path, "customer", "G1").height == 1
+    # a split left G1 a single record: relinked without links means it has none now
+    result = writer.apply(GoldBatch("customer", changes=(change("G1", 3, members=(A,)),), relinked=("G1",)))
+    assert result.links_deleted == 1 and read_links(tmp_path, "customer", "G1").height == 0
+
+
 def test_merge_retires_and_lineage_is_idempotent(tmp_path: Path, writer: GoldWriter) -> None:
     writer.apply(
         GoldBatch("customer", changes=(change("G1", 1, members=(A,)), change("G2", 1, members=(B,))))
@@ -370,3 +380,99 @@ def test_conflicts_that_never_end_are_transient(tmp_path: Path, monkeypatch: pyt
 def test_reading_a_missing_table_says_so(tmp_path: Path) -> None:
     with pytest.raises(TerminalError, match="no gold table"):
         read_golden(tmp_path, "customer")
+
+
+def test_batches_of_the_resolver_replayed_end_in_its_state(tmp_path: Path) -> None:
+    """The real producer of GoldBatch (flows.resolve.GoldenBook with the repo's customer config):
+    every batch applied once gives the book's clusters; replaying all of them changes nothing."""
+    import random
+
+    from core.golden import RecordChange
+    from flows.resolve.golden import GoldenBook
+
+    repo = Path(__file__).resolve().parents[4]
+    book = GoldenBook.from_config_dir(repo / "config", "customer")
+    rng = random.Random(11)
+    people = [
+        {
+            "kind": "person",
+            "status": "active",
+            "full_name": f"{first} {last}",
+            "email": f"{first}.{last}@example.org",
+            "birth_date": f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(10)}",
+            "city": rng.choice(["Berlin", "Lyon", "Porto"]),
+            "postal_code": str(rng.randrange(10000, 99999)),
+            "country": "DE",
+            "marketing_opt_in": rng.random() < 0.5,
+            "created_at": "2024-01-02T03:04:05+00:00",
+        }
+        for first, last in zip(
+            ["anna", "piotr", "li", "maria", "tom", "olga", "jan", "eva"],
+            ["weber", "nowak", "chen", "rossi", "berg", "lind", "meyer", "silva"],
+            strict=True,
+        )
+    ]
+    systems = [("crm", "public.customers"), ("erp", "erp.debtors"), ("shop", "public.users")]
+    live: dict[str, dict[str, Any]] = {}
+    batches = []
+    for step in range(20):
+        p = rng.randrange(len(people))
+        system, table = systems[rng.randrange(3)]
+        rid = f"{system}:{table}:{p}"
+        values: dict[str, Any] | None = dict(people[p])
+        if rid in live and rng.random() < 0.3:
+            values = None  # a delete
+        elif rng.random() < 0.3:
+            values = {**people[p], "email": f"new{step}@example.org"}
+        if values is None:
+            live.pop(rid, None)
+        else:
+            live[rid] = values
+        ts = T0_US + step
+        change_ = RecordChange("customer", rid, system, values, ts, Cause(rid, step, ts, "t", 0, step))
+        batches.append(book.apply([change_], now_us=ts + 1))
+    # a bridge: two records that do not match each other, a third that matches both (MERGED), then
+    # the third goes away again (SPLIT)
+    zoe = {"kind": "person", "status": "active", "full_name": "Zoe Quist"}
+    bridge = [
+        ("crm:public.customers:z", {**zoe, "email": "zoe@quist.org"}),
+        ("erp:erp.debtors:z", {**zoe, "birth_date": "1977-07-07", "postal_code": "12345"}),
+        ("shop:public.users:z", {**zoe, "email": "zoe@quist.org", "birth_date": "1977-07-07"}),
+        ("shop:public.users:z", None),
+    ]
+    for step, (rid, values) in enumerate(bridge, start=100):
+        if values is None:
+            live.pop(rid, None)
+        else:
+            live[rid] = values
+        ts = T0_US + step
+        change_ = RecordChange("customer", rid, rid.split(":")[0], values, ts, Cause(rid, step, ts))
+        batches.append(book.apply([change_], now_us=ts + 1))
+    writer = GoldWriter(tmp_path, "customer", maintenance=None)
+    for batch in batches:
+        writer.apply(batch)
+
+    assert sorted(read_lineage(tmp_path, "customer")["kind"]) == ["MERGED", "SPLIT"]
+    current = read_golden(tmp_path, "customer", include_retired=False)
+    clusters = book.resolver.clusters()
+    assert {g: tuple(m) for g, m in zip(current["golden_id"], current["members"], strict=True)} == clusters
+    xwalk = read_crosswalk(tmp_path, "customer").filter(~pl.col("deleted"))
+    assert dict(zip(xwalk["record_id"], xwalk["golden_id"], strict=True)) == {
+        rid: book.resolver.golden_id(rid) for rid in live
+    }
+    history = read_history(tmp_path, "customer")
+    for (gid,), rows in history.group_by("golden_id"):
+        assert rows["version"].sort().to_list() == list(range(1, rows.height + 1)), gid
+        assert rows["valid_to"].null_count() == 1, gid
+    links = read_links(tmp_path, "customer")
+    assert set(links["golden_id"]) <= set(clusters)
+
+    paths = gold_paths(tmp_path, "customer")
+    snapshot = {
+        n: pl.read_delta(str(p)).sort(pl.all().exclude(pl.List, pl.Struct)) for n, p in vars(paths).items()
+    }
+    replay = GoldWriter(tmp_path, "customer", maintenance=None)
+    for batch in batches:
+        replay.apply(batch)
+    for n, p in vars(paths).items():
+        assert pl.read_delta(str(p)).sort(pl.all().exclude(pl.List, pl.Struct)).equals(snapshot[n]), n
