@@ -177,9 +177,25 @@ def _lineage_table(events: pl.DataFrame) -> Table:
     return table
 
 
+def _golden_of_record(delta_root: Path, entity: str, record_id: str) -> str | None:
+    """The golden id a source record belongs to (or last belonged to, if deleted), per the crosswalk."""
+    rows = read_crosswalk(delta_root, entity).filter(pl.col("record_id") == record_id)
+    if rows.height == 0 or rows["golden_id"][0] is None:
+        return None
+    row = rows.row(0, named=True)
+    note = " (the record is deleted: the golden id it last belonged to)" if row["deleted"] else ""
+    out.print(f"record {escape(record_id)} -> golden id {escape(row['golden_id'])}{note}")
+    return str(row["golden_id"])
+
+
 def explain_golden(delta_root: Path, entity: str, golden_id: str) -> None:
-    """Print the explanation of ``golden_id``; :class:`TerminalError` when it is unknown or retired."""
+    """Print the explanation of ``golden_id`` (or of the golden record a record id belongs to);
+    :class:`TerminalError` when it is unknown or retired."""
     found = read_golden(delta_root, entity, golden_id)
+    if found.height == 0 and golden_id.count(":") >= 2:  # a record id: system:schema.table:key
+        owner = _golden_of_record(delta_root, entity, golden_id)
+        if owner is not None:
+            golden_id, found = owner, read_golden(delta_root, entity, owner)
     if found.height == 0:
         raise TerminalError(f"unknown golden id {golden_id!r} for entity {entity!r}")
     row = found.row(0, named=True)
@@ -216,7 +232,9 @@ def explain_golden(delta_root: Path, entity: str, golden_id: str) -> None:
 
 @friendly_errors
 def explain_command(
-    golden_id: Annotated[str, typer.Argument(help="The golden id to explain.")],
+    golden_id: Annotated[
+        str, typer.Argument(help="The golden id to explain, or a record id (system:schema.table:key).")
+    ],
     entity: Entity = "customer",
 ) -> None:
     """Why a golden record looks as it does: values with provenance, members, links, lineage."""

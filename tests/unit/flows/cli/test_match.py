@@ -239,6 +239,13 @@ def test_explain_shows_values_provenance_members_links_lineage(gold: Path, cli: 
     line_with("MERGED", "G1", "G2")
 
 
+def test_explain_of_a_record_id_explains_its_golden_record(gold: Path, cli: typer.Typer) -> None:
+    result = CliRunner().invoke(cli, ["explain", C])
+    assert result.exit_code == 0, result.output
+    assert f"record {C} -> golden id G1" in result.output
+    assert "customer G1 version 2" in result.output
+
+
 def test_explain_of_a_merged_id_names_the_survivor(gold: Path, cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["explain", "G2"])
     assert result.exit_code == 3
