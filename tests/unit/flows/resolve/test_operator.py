@@ -17,7 +17,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from cdc.demo.world import Person, make_person
-from core.golden import Cause, GoldBatch, RecordChange
+from core.golden import Cause, GoldBatch, RecordChange, decode_change, encode_change
 from core.metrics import RESOLVE_RECORDS
 from flows.resolve.golden import GoldenBook
 from flows.resolve.operator import ResolveLogic, _Snapshot, resolve
@@ -110,6 +110,10 @@ def test_one_golden_id_per_person_across_systems_and_unconfigured_entities_pass(
         assert ch.emitted_at_us == 42
         assert all(f in ch.provenance for f, v in ch.values.items() if v is not None)
     assert all(link.probability >= 0.5 for b in out for link in b.links)
+    # Every change goes onto golden.customer as is.
+    for b in out:
+        for ch in b.changes:
+            assert decode_change(encode_change(ch)) == ch
 
 
 def test_deletes_and_merges_flow_through_in_later_batches() -> None:
