@@ -602,15 +602,16 @@ class GoldWriter:
                 raise TransientError(f"{table.uri}: MERGE failed: {exc}") from exc
         version = after if after != before else None
         if version is not None:
-            self._maybe_maintain(table)
+            self._maybe_maintain(table, handle)
         return metrics, version, attempt
 
-    def _maybe_maintain(self, table: _Table) -> None:
+    def _maybe_maintain(self, table: _Table, handle: DeltaTable) -> None:
         policy = self.maintenance
         if policy is None:
             return
         table.commits += 1
-        if table.commits < policy.every_commits:
+        # insert-mostly tables (history, lineage) gain a file per commit: compact past max_files
+        if table.commits < policy.every_commits and len(handle.file_uris()) <= policy.max_files:
             return
         table.commits = 0
         try:

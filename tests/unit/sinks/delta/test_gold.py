@@ -33,6 +33,7 @@ from sinks.delta.gold import (
     read_lineage,
     read_links,
 )
+from sinks.delta.maintenance import MaintenancePolicy
 
 T0_US = 1_714_564_800_000_000  # 2024-05-01 12:00 UTC
 A, B, C = "crm:public.customers:1", "erp:erp.debtors:D-7", "shop:public.users:x:y"
@@ -476,3 +477,14 @@ def test_batches_of_the_resolver_replayed_end_in_its_state(tmp_path: Path) -> No
         replay.apply(batch)
     for n, p in vars(paths).items():
         assert pl.read_delta(str(p)).sort(pl.all().exclude(pl.List, pl.Struct)).equals(snapshot[n]), n
+
+
+def test_automatic_maintenance_compacts_small_files(tmp_path: Path) -> None:
+    policy = MaintenancePolicy(every_commits=1000, max_files=6, compact_min_files=4)
+    writer = GoldWriter(tmp_path, "customer", maintenance=policy)
+    for i in range(8):
+        event = LineageEvent("customer", "MERGED", f"G{i}", (f"H{i}",), T0_US + i)
+        writer.apply(GoldBatch("customer", lineage=(event,)))
+    lineage = DeltaTable(str(gold_paths(tmp_path, "customer").lineage))
+    assert len(lineage.file_uris()) <= 6
+    assert read_lineage(tmp_path, "customer").height == 8
