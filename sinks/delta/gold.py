@@ -560,14 +560,19 @@ class GoldWriter:
     def _stored_versions(self, ids: Sequence[str]) -> dict[str, int]:
         if not ids:
             return {}
-        frame = self._read(
-            lambda: (
-                pl.scan_delta(self.golden.uri)
+
+        def read() -> pl.DataFrame:
+            handle = self.golden.open()
+            handle.update_incremental()
+            # through the writer's handle: no reload of the transaction log per batch
+            return (
+                pl.scan_delta(handle)
                 .filter(pl.col("golden_id").is_in(list(ids)))
                 .select("golden_id", "version")
                 .collect()
             )
-        )
+
+        frame: pl.DataFrame = self._read(read)
         return {str(g): int(v) for g, v in frame.iter_rows()}
 
     def _merge(self, table: _Table, step: MergeStep) -> tuple[dict[str, Any], int | None, int]:
@@ -699,7 +704,7 @@ class GoldWriter:
         ids = sorted({c.golden_id for c in changes})
         keys = {"golden_id": pl.String(), "version": pl.Int64(), "valid_from": UTC_US, "valid_to": UTC_US}
         stored = (
-            pl.scan_delta(self.history.uri)
+            pl.scan_delta(handle)
             .filter(pl.col("golden_id").is_in(ids))
             .select(list(keys))
             .collect()
