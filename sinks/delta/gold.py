@@ -312,33 +312,70 @@ def _date(value: object) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
-def _to_dtype(value: object, dtype: pl.DataType) -> object:
-    """``value`` (JSON-safe) as the Python value of a column of ``dtype``."""
-    if value is None:
-        return None
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _int(value: object) -> int:
+    if isinstance(value, str):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"not an integer: {value!r}")
+
+
+def _float(value: object) -> float:
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"not a number: {value!r}")
+
+
+def _decimal(value: object) -> Decimal:
+    return Decimal(str(value))
+
+
+_CONVERTERS: dict[pl.DataType, Callable[[object], object]] = {}
+
+
+def _converter(dtype: pl.DataType) -> Callable[[object], object]:
+    """The function turning a (non-null) JSON-safe value into the Python value of a ``dtype`` column."""
+    known = _CONVERTERS.get(dtype)
+    if known is not None:
+        return known
+    conv: Callable[[object], object]
     if dtype == pl.String:
-        return _text(value)
-    if isinstance(dtype, pl.Datetime):
-        return _datetime(value)
-    if dtype == pl.Date:
-        return _date(value)
-    if isinstance(dtype, pl.Decimal):
-        return Decimal(str(value))
-    if dtype == pl.Boolean:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"not a boolean: {value!r}")
-    if dtype.is_integer():
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"not an integer: {value!r}")
-        return int(str(value)) if isinstance(value, str) else int(value)  # type: ignore[call-overload]
-    if dtype.is_float():
-        return float(value)  # type: ignore[arg-type]
-    if isinstance(dtype, pl.List):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"not a list: {value!r}")
-        inner = dtype.inner if isinstance(dtype.inner, pl.DataType) else dtype.inner()
-        return [_to_dtype(v, inner) for v in value]
+        conv = _text
+    elif isinstance(dtype, pl.Datetime):
+        conv = _datetime
+    elif dtype == pl.Date:
+        conv = _date
+    elif isinstance(dtype, pl.Decimal):
+        conv = _decimal
+    elif dtype == pl.Boolean:
+        conv = _bool
+    elif dtype.is_integer():
+        conv = _int
+    elif dtype.is_float():
+        conv = _float
+    elif isinstance(dtype, pl.List):
+        inner = _converter(dtype.inner if isinstance(dtype.inner, pl.DataType) else dtype.inner())
+
+        def conv(value: object) -> object:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"not a list: {value!r}")
+            return [None if v is None else inner(v) for v in value]
+
+    else:
+        conv = _identity
+    _CONVERTERS[dtype] = conv
+    return conv
+
+
+def _identity(value: object) -> object:
     return value
 
 
@@ -384,6 +421,12 @@ def _latest_crosswalk(entries: Iterable[CrosswalkEntry]) -> list[CrosswalkEntry]
 
 def _arrow(schema: Mapping[str, pl.DataType]) -> pa.Schema:
     return pl.DataFrame(schema=dict(schema)).to_arrow().schema
+
+
+def _source(rows: list[dict[str, Any]], schema: Mapping[str, pl.DataType]) -> pa.Table:
+    """A MERGE source from row dicts (absent keys are null). Built by pyarrow: polars' dict
+    constructor costs about as much as the whole MERGE on rows with nested provenance."""
+    return pa.Table.from_pylist(rows, schema=_arrow(schema))
 
 
 class _Table:
@@ -472,6 +515,7 @@ class GoldWriter:
         self.crosswalk = _Table(self.paths.crosswalk, CROSSWALK, ["entity"])
         self.links = _Table(self.paths.links, LINKS, ["entity"])
         self.lineage = _Table(self.paths.lineage, LINEAGE, ["entity"])
+        self._records: dict[tuple[str, int], tuple[GoldenChange, dict[str, Any]]] = {}
         self._rows = {
             (t, o): GOLD_ROWS.labels(entity=entity, table=t, outcome=o)
             for t in ("golden", "history", "crosswalk", "links", "lineage")
@@ -488,6 +532,7 @@ class GoldWriter:
         """
         started = time.perf_counter()
         self._check(batch)
+        self._records.clear()
         commits: dict[str, int] = {}
         attempts = 0
 
@@ -530,6 +575,7 @@ class GoldWriter:
             seconds=time.perf_counter() - started,
         )
         self._count(result)
+        self._records.clear()
         return result
 
     def _check(self, batch: GoldBatch) -> None:
@@ -653,7 +699,7 @@ class GoldWriter:
         out: dict[str, Any] = {}
         for name, value in change.values.items():
             try:
-                out[name] = _to_dtype(value, columns[name])
+                out[name] = None if value is None else _converter(columns[name])(value)
             except (ValueError, TypeError, InvalidOperation) as exc:
                 raise TerminalError(
                     f"gold {self.entity}: {change.golden_id} v{change.version}: {name}={value!r} "
@@ -662,6 +708,17 @@ class GoldWriter:
         return out
 
     def _record(self, c: GoldenChange, columns: Mapping[str, pl.DataType]) -> dict[str, Any]:
+        """The columns the current and history rows of ``c`` share (built once per apply: the two
+        tables type an attribute alike)."""
+        key = (c.golden_id, c.version)
+        known = self._records.get(key)
+        if known is not None and known[0] is c:
+            return known[1]
+        row = self._row(c, columns)
+        self._records[key] = (c, row)
+        return row
+
+    def _row(self, c: GoldenChange, columns: Mapping[str, pl.DataType]) -> dict[str, Any]:
         return {
             "golden_id": c.golden_id,
             "version": c.version,
@@ -683,11 +740,11 @@ class GoldWriter:
             return None
         columns = self._attribute_columns(self.golden, handle, latest)
         rows = [{**self._record(c, columns), "golden_updated_at": _ts(c.emitted_at_us)} for c in latest]
-        source = pl.DataFrame(rows, schema=columns)
+        source = _source(rows, columns)
         lo, hi = latest[0].golden_id, latest[-1].golden_id
         return dict(
             handle.merge(
-                source.to_arrow(),
+                source,
                 f"t.golden_id = s.golden_id AND t.golden_id >= {lit(lo)} AND t.golden_id <= {lit(hi)}",
                 source_alias="s",
                 target_alias="t",
@@ -743,11 +800,11 @@ class GoldWriter:
         rows += [
             {"golden_id": g, "version": v, "valid_to": to, _OP: "close"} for g, v, to in closes.iter_rows()
         ]
-        source = pl.DataFrame(rows, schema={**columns, _OP: pl.String()})
+        source = _source(rows, {**columns, _OP: pl.String()})
         names = list(columns)
         return dict(
             handle.merge(
-                source.to_arrow(),
+                source,
                 f"t.golden_id = s.golden_id AND t.version = s.version AND t.golden_id >= {lit(ids[0])}"
                 f" AND t.golden_id <= {lit(ids[-1])}",
                 source_alias="s",
@@ -782,13 +839,13 @@ class GoldWriter:
                     "deleted": e.golden_id is None,
                 }
             )
-        source = pl.DataFrame(rows, schema=CROSSWALK)
+        source = _source(rows, CROSSWALK)
         update = {q(n): f"s.{q(n)}" for n in CROSSWALK}
         # a deleted record keeps the golden id it last belonged to (for tracing)
         update[q("golden_id")] = "COALESCE(s.golden_id, t.golden_id)"
         return dict(
             handle.merge(
-                source.to_arrow(),
+                source,
                 f"t.entity = {lit(self.entity)} AND t.entity = s.entity AND t.record_id = s.record_id",
                 source_alias="s",
                 target_alias="t",
@@ -830,11 +887,11 @@ class GoldWriter:
             }
             for (g, a, b), link in sorted(kept.items())
         ]
-        source = pl.DataFrame(rows, schema=LINKS)
+        source = _source(rows, LINKS)
         ids = ", ".join(lit(g) for g in sorted(replaced))
         return dict(
             handle.merge(
-                source.to_arrow(),
+                source,
                 f"t.entity = {lit(self.entity)} AND t.entity = s.entity AND t.golden_id = s.golden_id"
                 " AND t.a = s.a AND t.b = s.b",
                 source_alias="s",
@@ -864,10 +921,10 @@ class GoldWriter:
             }
             for event_id, e in sorted(unique.items())
         ]
-        source = pl.DataFrame(rows, schema=LINEAGE)
+        source = _source(rows, LINEAGE)
         return dict(
             handle.merge(
-                source.to_arrow(),
+                source,
                 f"t.entity = {lit(self.entity)} AND t.entity = s.entity AND t.event_id = s.event_id",
                 source_alias="s",
                 target_alias="t",
