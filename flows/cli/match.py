@@ -12,6 +12,7 @@ looks the way it does.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,14 @@ from rich.table import Table
 from core.errors import TerminalError
 from core.settings import Settings
 from flows.cli.common import friendly_errors, settings
-from flows.resolve import format_weights, load_matching_config, train_with_report, write_matching_config
+from flows.resolve import (
+    MatchingConfig,
+    format_weights,
+    load_matching_config,
+    train_with_report,
+    write_matching_config,
+)
+from flows.resolve.config import Comparison
 from sinks.delta.gold import RESERVED, read_crosswalk, read_golden, read_lineage, read_links
 from sinks.delta.silver import read_current, silver_path
 
@@ -85,6 +93,12 @@ def train_command(
     if records.height < FEW_RECORDS:
         out.print(f"[yellow]only {records.height} records: the estimates will be rough[/yellow]")
     trained, report = train_with_report(records, config)
+    trained, kept = keep_unestimated(config, trained)
+    if kept:
+        out.print(
+            f"[yellow]no evidence in the data for {', '.join(kept)} (every level came out with m = u): "
+            "their configured m/u are kept[/yellow]"
+        )
     out.print(
         f"trained on {report.records} records: {report.u_pairs} random pairs for u, "
         f"{report.candidate_pairs} candidate pairs, match share among candidates "
@@ -99,6 +113,34 @@ def train_command(
         out.print(f"[green]wrote[/green] {path}")
     else:
         out.print(f"not written (--no-write); {path} is unchanged")
+
+
+def _uninformative(comparison: Comparison) -> bool:
+    """True when every non-null level has m = u: the data said nothing about this comparison
+    (e.g. a field no record fills), so its weights are all zero."""
+    levels = [lvl for lvl in comparison.levels if not lvl.is_null]
+    return all(lvl.m is not None and lvl.u is not None and math.isclose(lvl.m, lvl.u) for lvl in levels)
+
+
+def keep_unestimated(original: MatchingConfig, trained: MatchingConfig) -> tuple[MatchingConfig, list[str]]:
+    """``trained`` with the original comparisons put back where training found no evidence.
+
+    Writing the trainer's uniform m/u back would silently switch such a comparison off until data
+    for it arrives; the configured values are the better guess. Returns the names put back.
+    """
+    before = {c.name: c for c in original.comparisons}
+    kept: list[str] = []
+    comparisons = []
+    for comp in trained.comparisons:
+        old = before.get(comp.name)
+        if old is not None and _uninformative(comp) and not _uninformative(old):
+            kept.append(comp.name)
+            comparisons.append(old)
+        else:
+            comparisons.append(comp)
+    if not kept:
+        return trained, []
+    return trained.model_copy(update={"comparisons": tuple(comparisons)}), kept
 
 
 def _text(value: object) -> str:

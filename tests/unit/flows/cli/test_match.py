@@ -43,8 +43,21 @@ SOURCES = {"name": "full_name", "name_sx": "full_name", "dob": "birth_date"}
 def matching_config() -> MatchingConfig:
     base = person_config()
     features = {k: {**f.model_dump(), "source": SOURCES.get(k, f.source)} for k, f in base.features.items()}
+    # no silver record below has a tax id: training finds no evidence for this comparison
+    features["tax_id"] = {"source": "tax_id", "ops": ["upper"]}
+    tax_id = {
+        "name": "tax_id",
+        "levels": [
+            {"label": "null", "missing": ["tax_id"]},
+            {"label": "exact", "when": [{"exact": "tax_id"}], "m": 0.9, "u": 0.0001},
+            {"label": "else", "m": 0.1, "u": 0.9999},
+        ],
+    }
     return person_config(
-        entity="customer", features=features, training={"u_max_pairs": 5000, "em_max_pairs": 5000}
+        entity="customer",
+        features=features,
+        comparisons=[*(c.model_dump(exclude_none=True) for c in base.comparisons), tax_id],
+        training={"u_max_pairs": 5000, "em_max_pairs": 5000},
     )
 
 
@@ -135,6 +148,9 @@ def test_train_estimates_and_writes_the_matching_config(home: Path, cli: typer.T
     assert exact.m != 0.8 and exact.u != 0.0001  # re-estimated, not the hand-set values
     assert exact.weight() > 5  # an equal email is strong evidence in this data
     assert trained.prior != matching_config().prior
+    # a comparison without evidence keeps its configured weights instead of being switched off
+    assert "no evidence in the data for tax_id" in result.output
+    assert by_name["tax_id"] == {c.name: c for c in matching_config().comparisons}["tax_id"]
 
 
 def test_train_no_write_leaves_the_config_alone(home: Path, cli: typer.Typer) -> None:
