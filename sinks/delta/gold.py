@@ -10,7 +10,8 @@ tables under ``<delta_root>/gold/``:
     timestamps and decimals arrive as JSON-safe text and are converted back); attributes the
     canonical model does not know are added as string columns. The record-level columns carry a
     ``golden_`` prefix where a canonical attribute already uses the plain name (a customer has its
-    own ``status`` and ``updated_at``).
+    own ``status`` and ``updated_at``). ``golden_updated_at`` is when the resolver emitted the
+    version (not the write time), so a replay writes the very same row.
 ``golden_<entity>_history`` (SCD2, one row per (golden_id, version))
     golden_id, version, valid_from, valid_to (null: current), the same values and metadata as
     above, and ``changed`` (the fields that differ from the previous version).
@@ -33,7 +34,9 @@ one after a newer one, so every table is written by a MERGE with a key and a gua
   the previous one (``valid_to`` = the new ``valid_from``), also when a missing older version
   arrives late (its ``valid_to`` is the next version's ``valid_from``);
 * crosswalk: keyed by (entity, record_id); an entry replaces the stored one only when its ``since``
-  is not older; a deleted record keeps its last golden id with ``deleted`` true;
+  is not older; a deleted record keeps its last golden id with ``deleted`` true. (A score-only
+  update keeps ``since``, so replaying older batches may show an older score of the same golden id
+  until the replay reaches the newest batch);
 * links: for every golden id in :attr:`GoldBatch.relinked <core.golden.GoldBatch.relinked>` (and
   every id the batch carries links for), the batch's links are the cluster's complete current set
   and replace its stored links (none: it has no scored pair left); a ``RETIRED`` golden id loses its
@@ -41,6 +44,9 @@ one after a newer one, so every table is written by a MERGE with a key and a gua
   ignored (a replay of an old batch); links carry no version of their own, so a replayed link set of
   a golden id without a change in its batch replaces the stored one until the next batch for it;
 * lineage: keyed by event_id (deterministic), insert only.
+
+There are no Delta application transactions here: a :class:`~core.golden.GoldBatch` carries no
+Kafka offsets, and the guards above make a replayed batch harmless on their own.
 
 Within a batch duplicate keys are folded first (delta-rs MERGE fails on them). A commit that
 conflicts with a concurrent writer is retried with backoff (delta-rs retries only blind appends);
