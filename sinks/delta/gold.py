@@ -103,7 +103,9 @@ T = TypeVar("T")
 
 __all__ = [
     "GOLD_CONFIGURATION",
+    "RESERVED",
     "GoldApplyResult",
+    "GoldPaths",
     "GoldWriter",
     "gold_paths",
     "read_crosswalk",
