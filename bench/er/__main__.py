@@ -4,12 +4,15 @@ For each data set: train the matching config on the records (EM, labels unused),
 one at a time through ``flows.resolve.Resolver`` in ``--orders`` shuffled orders, then once in
 micro-batches; score pairwise and B-cubed accuracy, blocking recall, comparisons per record,
 largest cluster, speed and memory; run Splink (DuckDB) on the same records as the baseline.
-``scale`` measures throughput with 100,000 synthetic customers already in state.
+``demo`` is the seeded demo world's canonical customers (``demo_handset``: the same records with
+the config's hand-set m/u, as the resolver runs before any training). ``scale`` measures
+throughput with 100,000 synthetic customers already in state.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -25,7 +28,7 @@ from bench.er import datasets
 from bench.er.run import QUIET_WAIT, evaluate, load_avg, scale
 
 DEFAULT_OUT = Path("bench/results/er.json")
-ALL_SETS = ("febrl1", "febrl2", "febrl3", "febrl4", "historical_50k", "scale")
+ALL_SETS = ("febrl1", "febrl2", "febrl3", "febrl4", "historical_50k", "demo", "demo_handset", "scale")
 _START = time.perf_counter()
 
 
@@ -45,7 +48,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-fill", type=int, default=100_000, help="records in state before measuring")
     p.add_argument("--quiet-wait", type=float, default=5.0, help="max seconds to wait for a quiet machine")
     p.add_argument("--no-splink", action="store_true", help="skip the Splink baseline")
+    p.add_argument("--demo-people", type=int, default=500, help="people in the demo world (default 500)")
+    p.add_argument("--demo-seed", type=int, default=42, help="seed of the demo world (default 42)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results file (default {DEFAULT_OUT})")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other sets' entries of an existing results file (replace only the sets run)",
+    )
     return p
 
 
@@ -73,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         ds = datasets.from_file(args.data)
         cfg = args.config or datasets.CONFIGS[ds.kind]
         results[ds.name] = evaluate(ds, cfg, args.orders, not args.no_splink, echo)
+    demo_ds: datasets.Dataset | None = None
     for name in wanted:
         if name.startswith("febrl"):
             ds = datasets.febrl(int(name[5:]))
@@ -83,16 +94,32 @@ def main(argv: list[str] | None = None) -> int:
             ds = datasets.historical()
             cfg = args.config or datasets.CONFIGS["historical_50k"]
             results[name] = evaluate(ds, cfg, args.orders, not args.no_splink, echo)
+        elif name in ("demo", "demo_handset"):
+            if demo_ds is None:
+                demo_ds = datasets.demo(args.demo_people, args.demo_seed)
+            ds = dataclasses.replace(demo_ds, name=name)
+            cfg = args.config or datasets.CONFIGS["demo"]
+            handset = name == "demo_handset"
+            results[name] = evaluate(
+                ds, cfg, args.orders, not args.no_splink and not handset, echo, train=not handset
+            )
         elif name == "scale":
             echo(f"scale: generating {args.scale_records:,} synthetic customers")
             ds = datasets.customers(args.scale_records)
             results[name] = scale(ds, datasets.CONFIGS["customers"], args.scale_fill, echo)
+    generated_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     for res in results.values():
         res["command"] = command
+        res["generated_at"] = generated_at
     wall = time.perf_counter() - _START
+    sets = rounded(results)
+    if args.merge and args.out.exists():
+        # Earlier entries keep their own command and generated_at; machine/versions describe this run.
+        previous = json.loads(args.out.read_text(encoding="utf-8")).get("sets", {})
+        sets = {**previous, **sets}
     doc = {
         "benchmark": "bench/er",
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "generated_at": generated_at,
         "command": command,
         "wall_seconds": round(wall, 1),
         "machine": {
@@ -106,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {
             p: version(p) for p in ("rapidfuzz", "numpy", "polars", "splink", "duckdb", "recordlinkage")
         },
-        "sets": rounded(results),
+        "sets": sets,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

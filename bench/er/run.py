@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.er import splink_baseline
 from bench.er.datasets import Dataset
-from bench.er.metrics import bcubed, pairwise, true_pairs
+from bench.er.metrics import bcubed, missed_pairs_by_group, pairwise, true_pairs
 from flows.resolve.blocking import BlockKeyer
 from flows.resolve.config import MatchingConfig, load_matching_config
 from flows.resolve.resolver import Resolver
@@ -184,19 +184,23 @@ def accuracy(resolver: Resolver, truth: dict[str, str]) -> dict[str, float]:
     }
 
 
-def evaluate(ds: Dataset, config_path: Path, orders: int, with_splink: bool, echo: Echo) -> dict[str, Any]:
-    """Train, stream in ``orders`` shuffled orders, a batched run, Splink; one results dict."""
+def evaluate(
+    ds: Dataset, config_path: Path, orders: int, with_splink: bool, echo: Echo, *, train: bool = True
+) -> dict[str, Any]:
+    """Train (unless ``train`` is false: the config's m/u as written), stream in ``orders`` shuffled
+    orders, a batched run, Splink; one results dict."""
     ids, labels, rows = _records(ds)
     truth = dict(zip(ids, labels, strict=True))
     n = len(ids)
-    echo(
-        f"{ds.name}: {n:,} records, {len(set(labels)):,} entities; "
-        f"training {config_path.name} (EM, no labels)"
-    )
+    how = "training (EM, no labels)" if train else "hand-set m/u as written (no training)"
+    echo(f"{ds.name}: {n:,} records, {len(set(labels)):,} entities; {config_path.name}, {how}")
     t0 = time.perf_counter()
-    config, report = train_with_report(ds.frame.drop("label"), load_matching_config(config_path))
+    config = load_matching_config(config_path)
+    if train:
+        config, report = train_with_report(ds.frame.drop("label"), config)
+        pairs = report.candidate_pairs
+        echo(f"{ds.name}: trained in {time.perf_counter() - t0:.1f} s ({pairs:,} candidate pairs)")
     train_s = time.perf_counter() - t0
-    echo(f"{ds.name}: trained in {train_s:.1f} s ({report.candidate_pairs:,} candidate pairs)")
     runs: list[dict[str, Any]] = []
     partitions = []
     first: Resolver | None = None
@@ -231,6 +235,7 @@ def evaluate(ds: Dataset, config_path: Path, orders: int, with_splink: bool, ech
         "entities": len(sizes),
         "source": ds.source,
         "config": str(config_path),
+        "m_u": "trained (EM, no labels)" if train else "hand-set (config as written)",
         **{k: v for k, v in runs[0].items() if k.startswith(("f1", "precision", "recall"))},
         "order_spread_f1": max(f1s) - min(f1s),
         "orders": orders,
@@ -253,7 +258,12 @@ def evaluate(ds: Dataset, config_path: Path, orders: int, with_splink: bool, ech
         "load_avg_during_runs": statistics.median(r["load_avg"] for r in runs),
         "other_cores_busy_at_start": statistics.median(r["other_cores_busy_at_start"] for r in runs),
     }
-    if with_splink and ds.kind in ("febrl", "historical_50k"):
+    if ds.kind == "demo":
+        # Record ids are ``system:schema.table:key``: which source tables the misses are between.
+        out["missed_pairs_by_tables"] = missed_pairs_by_group(
+            truth, first.golden_of, lambda rid: rid.rsplit(":", 1)[0]
+        )
+    if with_splink and ds.kind in ("febrl", "historical_50k", "demo"):
         echo(f"{ds.name}: Splink baseline (DuckDB)")
         out.update(splink_baseline.run(ds.kind, ds.frame, truth))
         echo(
