@@ -203,6 +203,16 @@ class _Pred:
                         ok[ok] = np.equal(pairs.strings(x, 0, sub), pairs.strings(y, 1, sub)).astype(bool)
                         hit |= ok
             return hit
+        if k == "crossed":
+            x, y = self.features
+            hit = np.zeros(len(rows), dtype=bool)
+            for p, q in ((x, y), (y, x)):
+                ok = (pairs.left[rows, p] != 0) & (pairs.right[rows, q] != 0) & ~hit
+                sub = rows[ok]
+                if len(sub):
+                    ok[ok] = np.equal(pairs.strings(p, 0, sub), pairs.strings(q, 1, sub)).astype(bool)
+                    hit |= ok
+            return hit
         if k == "swapped":
             a, b = self.features
             ok = ~pairs.null[rows, a] & ~pairs.null[rows, b]
@@ -296,6 +306,12 @@ def _condition(p: _Pred, src: _Source) -> str:
         return (
             f"(a[{x}] != 0 and a[{y}] != 0 and b[{x}] != 0 and b[{y}] != 0"
             f" and S[{x}][a[{x}]] == S[{y}][b[{y}]] and S[{y}][a[{y}]] == S[{x}][b[{x}]])"
+        )
+    if kind == "crossed":
+        x, y = p.features
+        return (
+            f"((a[{x}] != 0 and b[{y}] != 0 and S[{x}][a[{x}]] == S[{y}][b[{y}]])"
+            f" or (a[{y}] != 0 and b[{x}] != 0 and S[{y}][a[{y}]] == S[{x}][b[{x}]]))"
         )
     if kind == "any_exact":
         # some present value on the left equals some present value on the right

@@ -69,6 +69,7 @@ _KINDS: tuple[str, ...] = (
     "exact",
     "any_exact",
     "swapped",
+    "crossed",
     "jaro_winkler",
     "jaro",
     "levenshtein",
@@ -86,7 +87,9 @@ class Predicate(StrictModel):
 
     ``exact: f`` equal values; ``any_exact: [f, g...]`` some value among the features on one side
     equals some value among them on the other (a phone found as the other's mobile); ``swapped:
-    [a, b]`` a and b exchanged; ``jaro_winkler|jaro|token_set:
+    [a, b]`` a and b exchanged; ``crossed: [a, b]`` a on one side equals b on the other, either way
+    round, never a with a (one record's reference to the other's key, an email local part spelling
+    the other's name); ``jaro_winkler|jaro|token_set:
     f`` with ``min`` similarity in [0, 1]; ``levenshtein|damerau_levenshtein: f`` with ``max`` edits;
     ``date_diff: f`` (ISO dates) with ``max`` days; ``numeric_diff: f`` with ``max`` absolute
     difference, or relative to the larger magnitude with ``relative: true``.
@@ -95,6 +98,7 @@ class Predicate(StrictModel):
     exact: str | None = None
     any_exact: tuple[str, ...] | None = None
     swapped: tuple[str, str] | None = None
+    crossed: tuple[str, str] | None = None
     jaro_winkler: str | None = None
     jaro: str | None = None
     levenshtein: str | None = None

@@ -70,6 +70,29 @@ def _date(v: str) -> str | None:
         return None
 
 
+def _is_han(ch: str) -> bool:
+    """A CJK unified ideograph (Chinese characters, Japanese kanji)."""
+    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" or "\uf900" <= ch <= "\ufaff"
+
+
+def _translit(v: str) -> str:
+    """ASCII for matching that keeps a name's words: each word transliterated as one word.
+
+    ``unidecode`` romanises every Han character as its own syllable ("海燕" -> "Hai Yan "), but a
+    romanised name writes a word's syllables together (Pinyin: "Lin Haiyan"), so the syllables of
+    one written word are joined. A name of two to four Han characters without a space is written
+    family name first, and the family name is one character in all but a few Chinese names, so it
+    is split after the first ("林海燕" -> "Lin Haiyan", the same words as "Haiyan Lin"). Other
+    scripts fold as ``ascii`` does, word by word ("Ślebioda" -> "Slebioda").
+    """
+    if v.isascii():
+        return v
+    words = v.split()
+    if len(words) == 1 and 2 <= len(words[0]) <= 4 and all(_is_han(c) for c in words[0]):
+        words = [words[0][0], words[0][1:]]
+    return " ".join(w if w.isascii() else "".join(unidecode(w).split()) for w in words)
+
+
 def _tokens_sorted(v: str) -> str:
     return " ".join(sorted(v.split()))
 
@@ -110,6 +133,7 @@ _SIMPLE: dict[str, Op] = {
     "upper": str.upper,
     "strip": _strip,
     "ascii": lambda v: v if v.isascii() else unidecode(v),
+    "translit": _translit,
     "alnum": lambda v: _strip(_NON_ALNUM.sub(" ", v)),
     "letters": lambda v: _strip(_NON_LETTER.sub(" ", v)),
     "digits": lambda v: _NON_DIGIT.sub("", v),

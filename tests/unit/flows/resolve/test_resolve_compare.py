@@ -73,6 +73,17 @@ def test_swapped_and_any_exact() -> None:
     assert level_of(cfg, {"x": "+441", "y": "+442"}, {"x": "+443", "y": "+444"}) == "else"
 
 
+def test_crossed_compares_one_sides_feature_with_the_others_other_feature() -> None:
+    cfg = one_comparison([{"label": "crossed", "when": [{"crossed": ["x", "y"]}], "m": 0.5, "u": 0.01}], F)
+    # x of either side against y of the other: a contact's account reference and the account's key.
+    assert level_of(cfg, {"x": "acc-1", "y": "c-7"}, {"x": None, "y": "acc-1"}) == "crossed"
+    assert level_of(cfg, {"x": None, "y": "acc-1"}, {"x": "acc-1", "y": "c-7"}) == "crossed"
+    # Never x with x or y with y: two contacts of one account are not thereby one person.
+    assert level_of(cfg, {"x": "acc-1", "y": "c-7"}, {"x": "acc-1", "y": "c-8"}) == "else"
+    assert level_of(cfg, {"x": None, "y": "k"}, {"x": None, "y": "k"}) == "else"
+    assert level_of(cfg, {"x": "a", "y": None}, {"x": None, "y": None}) == "else"
+
+
 def test_dates_and_numbers() -> None:
     cfg = one_comparison(
         [
@@ -139,6 +150,8 @@ def every_kind_config() -> MatchingConfig:
                 "phone": {"source": "phone", "ops": ["phone"]},
                 "mobile": {"source": "mobile", "ops": ["phone"]},
                 "amount": {"source": "amount"},
+                "email_name": {"source": "email", "ops": ["email_local", "letters", "sort_tokens"]},
+                "name_sorted": {"source": "name", "ops": ["translit", "lower", "sort_tokens"]},
             },
             "blocking": {"keys": [{"name": "k", "features": ["first"]}]},
             "comparisons": [
@@ -172,6 +185,18 @@ def every_kind_config() -> MatchingConfig:
                     ],
                 },
                 {
+                    "name": "email_name",
+                    "levels": [
+                        {
+                            "label": "spells",
+                            "when": [{"crossed": ["email_name", "name_sorted"]}],
+                            "m": 0.1,
+                            "u": 0.001,
+                        },
+                        {"label": "else", "m": 0.9, "u": 0.999},
+                    ],
+                },
+                {
                     "name": "amount",
                     "levels": [
                         {"label": "null", "missing": ["amount"]},
@@ -198,7 +223,7 @@ _words = st.sampled_from(["anna", "ana", "anne", "weber", "webber", "lee", "li",
 _names = st.lists(_words, min_size=0, max_size=3).map(lambda ws: " ".join(w for w in ws if w) or None)
 _dates = st.sampled_from([None, "1990-01-02", "1990-02-01", "1990-01-03", "1991-01-02", "1990-13-01"])
 _cities = st.sampled_from([None, "berlin", "bern", "paris"])
-_emails = st.sampled_from([None, "a@x.org", "b@x.org"])
+_emails = st.sampled_from([None, "a@x.org", "b@x.org", "anna.weber@x.org", "lee.anna@y.org"])
 _phones = st.sampled_from([None, "+44 20 1234", "+44201234", "+33 1 999 999"])
 _amounts = st.sampled_from([None, "100", "95", "104.5", "20", "x"])
 _records = st.fixed_dictionaries(

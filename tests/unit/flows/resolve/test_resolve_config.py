@@ -98,3 +98,13 @@ def test_write_and_load_round_trip_with_term_frequency_sidecar(tmp_path: Path) -
     assert again.comparisons == config.comparisons
     assert again.clustering == config.clustering
     assert again.prior == config.prior
+
+
+def test_crossed_names_two_known_features(tmp_path: Path) -> None:
+    data = base()
+    data["comparisons"][0]["levels"][2]["when"] = [{"crossed": ["name", "emial"]}]  # type: ignore[index]
+    with pytest.raises(ConfigError, match="unknown feature 'emial'"):
+        load_matching_config(write(tmp_path, data))
+    data["comparisons"][0]["levels"][2]["when"] = [{"crossed": ["name"]}]  # type: ignore[index]
+    with pytest.raises(ConfigError, match="crossed"):
+        load_matching_config(write(tmp_path, data))

@@ -30,6 +30,18 @@ from flows.resolve.normalize import chain, parse_op
         (["sort_tokens"], "william watts", "watts william"),
         (["last_token"], "sir william watts", "watts"),
         (["strip"], "   ", None),
+        # translit: one written word stays one word; an unspaced Han name splits after the family name
+        (["translit", "lower"], "Haiyan Lin", "haiyan lin"),
+        (["translit", "lower"], "林海燕", "lin haiyan"),
+        (["translit", "lower"], "海燕 林", "haiyan lin"),
+        (["translit", "lower", "sort_tokens"], "孙涛", "sun tao"),
+        (["translit", "lower", "sort_tokens"], "涛 孙", "sun tao"),
+        (["translit", "lower"], "Ślebioda Zoë", "slebioda zoe"),
+        (["translit", "lower", "letters"], "Jean-Luc O'Brien", "jean luc o brien"),
+        # ascii keeps one syllable per Han character: the order-free form of a native-script name
+        (["ascii", "lower", "letters", "sort_tokens"], "井上零", "jing ling shang"),
+        (["ascii", "lower", "letters", "sort_tokens"], "零 井上", "jing ling shang"),
+        (["email_local", "letters", "sort_tokens"], "Kamper.Mette+shop@web.de", "kamper mette"),
     ],
 )
 def test_operations(ops: list[str], value: str, expected: str | None) -> None:
