@@ -64,6 +64,11 @@ GOLDEN_PUBLISHED = Counter(
     "Golden-record changes acknowledged by Kafka on golden.<entity>.",
     ["entity"],
 )
+DLQ_REPLAYED = Counter(
+    "goldstream_dlq_replayed_total",
+    "Quarantined messages re-published to their source topic by `goldstream dlq replay`.",
+    ["topic"],
+)
 DELTA_MAINTENANCE_SECONDS = Histogram(
     "goldstream_delta_maintenance_seconds",
     "Duration of one Delta maintenance step (compact, checkpoint, vacuum).",

@@ -27,6 +27,7 @@ import polars as pl
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from core.errors import TransientError
+from core.metrics import DLQ_REPLAYED
 from sinks.delta.quarantine import POSITION, QuarantineFilter, mark_replayed, read_quarantine
 
 #: Header on every re-published message: where the original was (``topic:partition:offset``).
@@ -184,6 +185,8 @@ def replay(
     for start in range(0, len(plan.messages), batch):
         chunk = plan.messages[start : start + batch]
         sent += publisher.publish(chunk)
+        for m in chunk:
+            DLQ_REPLAYED.labels(topic=m.topic).inc()
         keys = pl.DataFrame(
             [(m.topic, m.partition, m.offset) for m in chunk],
             schema={"topic": pl.String(), "partition": pl.Int32(), "offset": pl.Int64()},

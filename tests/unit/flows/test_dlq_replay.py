@@ -164,3 +164,11 @@ def test_cli_publish_failure_is_a_retry_later_error(root: Path, monkeypatch: pyt
 def test_plan_keeps_the_position_types(root: Path) -> None:
     plan = plan_replay(root, QuarantineFilter(stages=("mapping",)))
     assert plan.rows.schema["partition"] == pl.Int32 and plan.rows.schema["offset"] == pl.Int64
+
+
+def test_replayed_messages_are_counted_per_topic(root: Path) -> None:
+    from core.metrics import DLQ_REPLAYED
+
+    before = DLQ_REPLAYED.labels(topic="shop.public.customers")._value.get()
+    replay(root, plan_replay(root, QuarantineFilter()), FakePublisher())
+    assert DLQ_REPLAYED.labels(topic="shop.public.customers")._value.get() - before == 3
