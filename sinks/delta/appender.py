@@ -42,6 +42,9 @@ DEFAULT_CONFIGURATION: dict[str, str | None] = {
 #: pile up: every 50 commits (or 64 new files, e.g. batches spread over many partitions) the
 #: partitions holding 8+ small files are compacted and a checkpoint is written. Past-day partitions
 #: of a date-partitioned change log end up as a few large files and are not touched again.
+#: Measured (150 appends of 5k bronze rows of ~1 KB, shared 2-core machine): 3 runs, 6 s in all,
+#: +35% wall time on the append path; the table then holds 1 file instead of 150 and a column read
+#: of it took 0.05 s instead of 0.40 s.
 APPEND_MAINTENANCE = MaintenancePolicy(every_commits=50, max_files=64, compact_min_files=8)
 
 
