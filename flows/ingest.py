@@ -6,8 +6,10 @@
       -> silver   (SilverStage)                    config/mappings -> canonical records -> silver MERGE;
                                                    mapping rejects -> quarantine (stage "mapping") + DLQ;
                                                    schema drift handled by each mapping's policy
-      -> RecordChange batches                      the silver state of every key the batch touched,
-                                                   for the resolve stage (entities with a matching config)
+      -> RecordChange batches                      the silver state of every key the batch touched
+      -> resolve  (flows.resolve.operator)         keyed by entity type: matching, clustering, golden
+                                                   records (entities with matching + survivorship config)
+      -> GoldStage                                 gold Delta tables, then the golden.<entity> topic
 
 Every stage is idempotent per Kafka partition (Delta transaction ids + silver's sequence guard), so
 the at-least-once replay after a crash or a rescale changes nothing twice. Stages with side effects
@@ -33,9 +35,10 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 
 from cdc.connectors import ConnectorFile
+from cdc.topics import ensure_topics
 from core.canonical import record_schema
 from core.events import ChangeBatch, Rejected
-from core.golden import Cause, RecordChange, json_value, record_id
+from core.golden import Cause, GoldBatch, RecordChange, golden_topic, json_value, record_id
 from core.metrics import EVENTS_IN, EVENTS_OUT, RETRIES, SCHEMA_DRIFT, SKIPPED
 from core.retry import retry_transient
 from core.settings import Settings
@@ -43,9 +46,12 @@ from flows.bronze import BronzeWriter, Quarantine, bronze_topics, decode
 from flows.canonical import MappedBatch, MappingSet, compile_mappings, map_batch
 from flows.engine.kafka_source import KafkaBatchSource
 from flows.engine.sink import WriterSink
+from flows.resolve.operator import resolve
+from sinks.delta.gold import GoldWriter
 from sinks.delta.silver import SilverWriter, read_rows, split_invalid
 from sinks.delta.silver_batch import data_columns
 from sinks.dlq import DeadLetterProducer
+from sinks.golden_topic import GoldenPublisher
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +283,48 @@ class IngestStage:
         return self.silver.apply(batch, tables)
 
 
+class GoldStage:
+    """The end of the ingest flow: gold Delta tables, then the ``golden.<entity>`` topic.
+
+    Delta first: a crash between the two replays the batch, the gold MERGEs (guarded by version)
+    change nothing and the topic gets the changes again -- at least once, deduplicated by consumers
+    on (golden id, version).
+    """
+
+    def __init__(self, delta_root: Path, bootstrap: str | None) -> None:
+        self._root = delta_root
+        self._bootstrap = bootstrap
+        self._writers: dict[str, GoldWriter] = {}
+        self._publishers: dict[str, GoldenPublisher] = {}
+
+    def write(self, batch: GoldBatch) -> None:
+        """Apply one entity's golden batch to the gold tables and publish its changes."""
+        entity = batch.entity
+        if entity not in self._writers:
+            self._writers[entity] = GoldWriter(self._root, entity)
+        writer = self._writers[entity]
+        retry_transient(
+            lambda: writer.apply(batch),
+            operation=f"gold apply {entity}",
+            on_retry=lambda _e, _n: RETRIES.labels(operation="gold_apply").inc(),
+        )
+        if self._bootstrap is None or not batch.changes:
+            return
+        if entity not in self._publishers:
+            self._publishers[entity] = GoldenPublisher(self._bootstrap, entity)
+        publisher = self._publishers[entity]
+        retry_transient(
+            lambda: publisher.publish(batch.changes),
+            operation=f"golden publish {entity}",
+            on_retry=lambda _e, _n: RETRIES.labels(operation="golden_publish").inc(),
+        )
+
+    def close(self) -> None:
+        """Flush the producers."""
+        for p in self._publishers.values():
+            p.close()
+
+
 class _Discard:
     """The end of the flow when nothing is resolved: silver was the last effect."""
 
@@ -293,11 +341,13 @@ def build_ingest_flow(
     *,
     start: str = "earliest",
     dlq: bool = True,
-    resolve: bool = True,
+    resolve_entities: bool = True,
+    publish: bool = True,
 ) -> Dataflow:
     """The ingest dataflow over every table the connectors capture.
 
-    ``resolve``: also run entity resolution and the gold sinks for entities with a matching config.
+    ``resolve_entities``: also run entity resolution and the gold sinks for entities with a
+    matching and a survivorship config; ``publish``: send golden changes to ``golden.<entity>``.
     """
     if start not in ("earliest", "latest"):
         raise ValueError(f"start must be earliest or latest, not {start!r}")
@@ -314,7 +364,7 @@ def build_ingest_flow(
     decoded = op.map("decode", raw, decode)
     root = settings.delta_root
     bootstrap, dlq_topic = settings.kafka.bootstrap_servers, settings.dataflow.dlq_topic
-    entities = resolvable_entities(settings.config_dir) if resolve else ()
+    entities = resolvable_entities(settings.config_dir) if resolve_entities else ()
 
     def make_stage() -> IngestStage:
         producer = DeadLetterProducer(bootstrap, dlq_topic) if dlq else None
@@ -326,7 +376,15 @@ def build_ingest_flow(
 
     stages = PerWorker(make_stage)
     changed = op.map("bronze_silver", decoded, lambda b: stages.get().process(b))
-    op.output("done", changed, WriterSink(lambda _i, _n: _Discard()))
+    if not entities:
+        op.output("done", changed, WriterSink(lambda _i, _n: _Discard()))
+        return flow
+    if publish:
+        ensure_topics(
+            bootstrap, [golden_topic(e) for e in entities], partitions=settings.kafka.topic_partitions
+        )
+    golden = resolve("resolve", changed, config_dir=settings.config_dir)
+    op.output("gold", golden, WriterSink(lambda _i, _n: GoldStage(root, bootstrap if publish else None)))
     return flow
 
 

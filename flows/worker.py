@@ -32,7 +32,11 @@ def _bronze(settings: Settings, args: argparse.Namespace) -> Dataflow:
 def _ingest(settings: Settings, args: argparse.Namespace) -> Dataflow:
     connectors = load_connectors(settings.config_dir / "connectors", only=args.only or None)
     return build_ingest_flow(
-        settings, connectors, start=args.start, dlq=not args.no_dlq, resolve=not args.no_resolve
+        settings,
+        connectors,
+        start=args.start,
+        dlq=not args.no_dlq,
+        resolve_entities=not args.no_resolve,
     )
 
 

@@ -65,7 +65,11 @@ class FlowProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> FlowProcess:
-        env = {**os.environ, "GOLDSTREAM_CONFIG": str(self.config), "RUST_BACKTRACE": "0"}
+        env = {
+            **os.environ,
+            "GOLDSTREAM_CONFIG": str(self.config),
+            "RUST_BACKTRACE": os.environ.get("RUST_BACKTRACE", "0"),
+        }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", self.module, *self.args],
