@@ -1,7 +1,8 @@
 """The demo job behind ``goldstream demo run``: the whole path on the local stack, visibly.
 
-Stack up -> demo systems seeded -> connectors applied -> bronze dataflow running -> load applied ->
-a live summary of the bronze Delta tables. Each step is idempotent, so running it again resumes.
+Stack up -> demo systems seeded -> connectors applied -> ingest dataflow running (bronze, silver,
+entity resolution, gold) -> load applied -> a live summary of every layer's Delta tables. Each step
+is idempotent, so running it again resumes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,78 @@ def bronze_summary(settings: Settings) -> pl.DataFrame:
     if not rows:
         return pl.DataFrame(schema={c: pl.String for c in BRONZE_COLUMNS})
     return pl.DataFrame(rows)
+
+
+def _rows(path: Path) -> pl.LazyFrame | None:
+    return pl.scan_delta(str(path)) if (path / "_delta_log").is_dir() else None
+
+
+def layers_summary(settings: Settings) -> pl.DataFrame:
+    """One line per silver entity and gold table: what the layers above bronze hold right now."""
+    rows: list[dict[str, object]] = []
+    silver = settings.delta_root / "silver"
+    for path in sorted(p.parent for p in silver.glob("*/_delta_log")):
+        frame = _rows(path)
+        if frame is None:
+            continue
+        df = frame.filter(pl.col("source_key") != "__truncate__").select("deleted", "source_system").collect()
+        live = df.filter(~pl.col("deleted"))
+        systems = ", ".join(sorted(live["source_system"].unique().to_list()))
+        rows.append(
+            {
+                "layer": "silver",
+                "table": path.name,
+                "rows": live.height,
+                "detail": f"{df.height - live.height} soft-deleted; from {systems or '-'}",
+            }
+        )
+    gold = settings.delta_root / "gold"
+    for path in sorted(p.parent for p in gold.glob("golden_*/_delta_log")):
+        if path.name.endswith("_history"):
+            continue
+        frame = _rows(path)
+        if frame is None:
+            continue
+        df = frame.select("golden_status", "members").collect()
+        active = df.filter(pl.col("golden_status") == "active")
+        multi = active.filter(pl.col("members").list.len() > 1).height
+        rows.append(
+            {
+                "layer": "gold",
+                "table": path.name,
+                "rows": active.height,
+                "detail": f"{multi} joined from several records; {df.height - active.height} retired",
+            }
+        )
+    lineage = _rows(gold / "lineage")
+    if lineage is not None:
+        kinds = dict(lineage.group_by("kind").len().collect().iter_rows())
+        rows.append(
+            {
+                "layer": "gold",
+                "table": "lineage",
+                "rows": sum(kinds.values()),
+                "detail": f"{kinds.get('MERGED', 0)} merged, {kinds.get('SPLIT', 0)} split",
+            }
+        )
+    return pl.DataFrame(
+        rows, schema={"layer": pl.String, "table": pl.String, "rows": pl.Int64, "detail": pl.String}
+    )
+
+
+def example_golden_id(settings: Settings, entity: str = "customer") -> str | None:
+    """A golden record joined from the most source records (for ``goldstream explain``)."""
+    frame = _rows(settings.delta_root / "gold" / f"golden_{entity}")
+    if frame is None:
+        return None
+    df = (
+        frame.filter(pl.col("golden_status") == "active")
+        .select("golden_id", pl.col("members").list.len().alias("n"))
+        .sort(["n", "golden_id"], descending=[True, False])
+        .head(1)
+        .collect()
+    )
+    return str(df["golden_id"][0]) if df.height else None
 
 
 @dataclass

@@ -171,6 +171,16 @@ def status_cmd(systems: SystemsOpt = ALL_SYSTEMS) -> None:
     console.print(table)
 
 
+def _layers_table(df: object) -> Table:
+    import polars as pl
+
+    assert isinstance(df, pl.DataFrame)
+    table = Table("layer", "table", "rows", "detail")
+    for row in df.iter_rows(named=True):
+        table.add_row(row["layer"], row["table"], str(row["rows"]), row["detail"])
+    return table
+
+
 def _summary_table(df: object) -> Table:
     import polars as pl
 
@@ -195,9 +205,10 @@ def run_cmd(
         bool, typer.Option(help="Keep the dataflow running (live summary) until Ctrl-C.")
     ] = True,
 ) -> None:
-    """The main job: stack up, seed, apply connectors, run the bronze dataflow, show the Delta tables."""
+    """The main job: stack up, seed, apply connectors, run the ingest dataflow, show every layer."""
     import time
 
+    from rich.console import Group
     from rich.live import Live
 
     from cdc.connectors import load_connectors
@@ -205,7 +216,14 @@ def run_cmd(
     from core.errors import TerminalError
     from flows.cli.common import friendly_errors, settings
     from flows.cli.connectors import apply_connectors
-    from flows.demo_job import BackgroundFlow, bronze_summary
+    from flows.demo_job import BackgroundFlow, bronze_summary, example_golden_id, layers_summary
+
+    def view(s: Settings) -> tuple[Group, int]:
+        bronze, layers = bronze_summary(s), layers_summary(s)
+        total = (int(bronze["rows"].sum()) if bronze.height else 0) + (
+            int(layers["rows"].sum()) if layers.height else 0
+        )
+        return Group(_summary_table(bronze), _layers_table(layers)), total
 
     @friendly_errors
     def body() -> None:
@@ -217,8 +235,8 @@ def run_cmd(
         _print_seed(seed(s, people=people, seed=42))
         console.rule("3/5 Debezium connectors")
         apply_connectors(s, load_connectors(s.config_dir / "connectors"), wait=True, log=console)
-        console.rule("4/5 bronze dataflow")
-        flow = BackgroundFlow.start(s, "bronze")
+        console.rule("4/5 ingest dataflow: bronze -> silver -> entity resolution -> gold")
+        flow = BackgroundFlow.start(s, "ingest")
         console.print(
             f"  started (pid {flow.proc.pid}); log {flow.log}; "
             f"metrics http://127.0.0.1:{s.dataflow.metrics_port}/metrics"
@@ -227,15 +245,15 @@ def run_cmd(
             if duration > 0:
                 console.rule(f"5/5 load: {rate:g} changes/s for {duration:g}s")
                 _print_load(load(s, rate=rate, duration=duration, on_progress=None))
-            console.rule("bronze Delta tables (refreshing)")
+            console.rule("Delta tables (refreshing)")
             stable_since, last_total = time.monotonic(), -1
-            with Live(_summary_table(bronze_summary(s)), console=console, refresh_per_second=1) as live:
+            first, _ = view(s)
+            with Live(first, console=console, refresh_per_second=1) as live:
                 while True:
                     if not flow.alive():
                         raise TerminalError(f"the dataflow stopped; its log ends with:\n{flow.tail()}")
-                    df = bronze_summary(s)
-                    live.update(_summary_table(df))
-                    total = int(df["rows"].sum()) if df.height else 0
+                    shown, total = view(s)
+                    live.update(shown)
                     if total != last_total:
                         stable_since, last_total = time.monotonic(), total
                     if not keep_running and time.monotonic() - stable_since > 8:
@@ -245,12 +263,20 @@ def run_cmd(
             pass
         finally:
             flow.stop()
-        table = s.delta_root / "bronze" / "crm" / "public" / "accounts"
+        root = s.delta_root
+        example = example_golden_id(s)
         console.print(
-            "\nQuery the tables, e.g. with polars:\n"
-            f"  .venv/bin/python -c \"import polars as pl; print(pl.read_delta('{table}')"
-            ".group_by('op').len())\"\n"
-            "The dataflow resumes where it stopped: `goldstream run bronze`.",
+            "\nQuery the tables with any Delta reader, e.g. polars:\n"
+            f"  .venv/bin/python -c \"import polars as pl; print(pl.read_delta('{root}/gold/golden_customer')"
+            ".filter(pl.col('members').list.len() > 2).head())\"\n"
+            f"Silver: {root}/silver/<entity>; gold: {root}/gold/golden_customer, _history, crosswalk, "
+            "links, lineage; golden changes on Kafka topic golden.customer.\n"
+            + (
+                f"Why a golden record looks the way it does: .venv/bin/goldstream explain {example}\n"
+                if example
+                else ""
+            )
+            + "The dataflow resumes where it stopped: `goldstream run ingest`.",
             markup=False,
         )
 
