@@ -15,7 +15,7 @@ from flows.worker import main as worker_main
 
 @friendly_errors
 def run(
-    flow: Annotated[str, typer.Argument(help=f"Which dataflow: {', '.join(sorted(FLOWS))}.")] = "bronze",
+    flow: Annotated[str, typer.Argument(help=f"Which dataflow: {', '.join(sorted(FLOWS))}.")] = "ingest",
     processes: Annotated[int, typer.Option("--processes", "-p", min=1, help="Worker processes.")] = 1,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker threads per process.")] = 1,
     start: Annotated[str, typer.Option(help="Where a partition with no recovery state starts.")] = "earliest",
@@ -26,6 +26,9 @@ def run(
     ] = None,
     no_dlq: Annotated[
         bool, typer.Option("--no-dlq", help="Do not publish rejects to the DLQ topic.")
+    ] = False,
+    no_resolve: Annotated[
+        bool, typer.Option("--no-resolve", help="ingest: stop at silver (no entity resolution/gold).")
     ] = False,
 ) -> None:
     """Run a dataflow until interrupted (Ctrl-C stops it; a restart resumes from recovery)."""
@@ -52,6 +55,8 @@ def run(
         args.append(f"--metrics-port={metrics_port}")
     if no_dlq:
         args.append("--no-dlq")
+    if no_resolve:
+        args.append("--no-resolve")
     port = metrics_port if metrics_port is not None else s.dataflow.metrics_port
     console.print(
         f"running {flow}: {processes} process(es) x {workers} worker(s); "
