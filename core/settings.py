@@ -116,6 +116,17 @@ class DemoApisSettings(StrictModel):
     erp: ErpApiSettings = ErpApiSettings()
 
 
+class PropagationSettings(StrictModel):
+    """The propagation dataflow (golden records -> target APIs; targets in ``config/targets``)."""
+
+    topics: dict[str, str] = {}
+    """Entity -> golden topic to read instead of ``golden.<entity>`` (tests use their own topic)."""
+    dlq_topic: str = "goldstream.sync.dlq"
+    """Where terminal delivery failures are published (with the golden change as the value)."""
+    max_pending: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
+    """Messages a target may have waiting before its source pauses."""
+
+
 class Settings(StrictModel):
     """Everything in ``config/goldstream.yaml``."""
 
@@ -130,6 +141,7 @@ class Settings(StrictModel):
     connect: ConnectSettings = ConnectSettings()
     dataflow: DataflowSettings = DataflowSettings()
     demo_apis: DemoApisSettings = DemoApisSettings()
+    propagation: PropagationSettings = PropagationSettings()
 
     def resolved(self, base: Path) -> Settings:
         """Make relative paths absolute against ``base`` (the project root)."""

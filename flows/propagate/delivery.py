@@ -138,7 +138,7 @@ class TargetSync:
                 continue  # a tombstone on the golden topic carries nothing to push
             try:
                 change: GoldenChange = decode_change(item.value)
-            except msgspec.ValidationError as exc:
+            except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
                 err = InvalidInputError("undecodable golden change", detail=str(exc)[:300])
                 p = item.position
                 bad.append(

@@ -50,10 +50,7 @@ from sinks.targets.client import ClientSettings, TargetClient
 
 log = logging.getLogger(__name__)
 
-SYNC_DLQ_TOPIC = "goldstream.sync.dlq"
 PAUSE_POLL = timedelta(milliseconds=100)
-#: Messages a target may have queued before its source stops reading (bounded memory per target).
-MAX_PENDING = 5_000
 
 
 class _PausablePartition(StatefulSourcePartition[RawBatch, int]):
@@ -177,7 +174,9 @@ def make_sync(
         TargetClient(client_settings(cfg, settings)),
         SyncTables(settings.delta_root),
         origin=cfg.origin_marker(settings),
-        dlq=DeadLetterProducer(settings.kafka.bootstrap_servers, SYNC_DLQ_TOPIC) if dlq else None,
+        dlq=DeadLetterProducer(settings.kafka.bootstrap_servers, settings.propagation.dlq_topic)
+        if dlq
+        else None,
         state=load_state(settings.delta_root, cfg.target),
         should_stop=should_stop,
     )
@@ -192,14 +191,13 @@ def build_propagation_flow(
     *,
     entities: Sequence[str] = ("customer",),
     targets: Sequence[str] | None = None,
-    topics: Sequence[str] | None = None,
     start: str = "earliest",
     dlq: bool = True,
 ) -> Dataflow:
     """The propagation dataflow for ``targets`` (default: every ``config/targets`` file).
 
-    ``topics`` overrides the ``golden.<entity>`` topics (tests use a unique one). Each target reads
-    only the topics of its own entity.
+    Each target reads the golden topic of its own entity: ``golden.<entity>``, or the one
+    ``settings.propagation.topics`` names for it (tests use a unique topic).
     """
     if start not in ("earliest", "latest"):
         raise ValueError(f"start must be earliest or latest, not {start!r}")
@@ -208,21 +206,23 @@ def build_propagation_flow(
         raise ConfigError(f"no target in {settings.config_dir / 'targets'} for entities {list(entities)}")
     for cfg in cfgs:
         readback_for(cfg, settings.config_dir)  # fail at build time on a bad inverse mapping
-    names = list(topics) if topics else [golden_topic(e) for e in entities]
+    topic_of = {e: settings.propagation.topics.get(e, golden_topic(e)) for e in entities}
+    names = sorted(set(topic_of.values()))
     # Probe the broker (the source hangs on a dead one) and create what is missing: the golden topic
     # may not exist before the resolve flow's first change, and the sync DLQ topic is ours.
     ensure_topics(
         settings.kafka.bootstrap_servers,
-        [*names, SYNC_DLQ_TOPIC],
+        [*names, settings.propagation.dlq_topic],
         partitions=settings.kafka.topic_partitions,
     )
     flow = Dataflow("goldstream_propagate")
     for cfg in cfgs:
-        runtime = TargetRuntime(partial(_sync_factory, cfg, settings, dlq), max_pending=MAX_PENDING)
-        wanted = [t for t in names if topics or t == golden_topic(cfg.entity)]
+        runtime = TargetRuntime(
+            partial(_sync_factory, cfg, settings, dlq), max_pending=settings.propagation.max_pending
+        )
         source = KafkaBatchSource(
             settings.kafka.bootstrap_servers,
-            wanted,
+            [topic_of[cfg.entity]],
             batch_size=min(settings.dataflow.batch_size, cfg.batch_size * 10),
             batch_timeout_ms=min(settings.dataflow.batch_timeout_ms, 200),
             start="earliest" if start == "earliest" else "latest",
@@ -238,7 +238,6 @@ def build_from_args(settings: Settings, args: argparse.Namespace) -> Dataflow:
     return build_propagation_flow(
         settings,
         targets=only,
-        topics=getattr(args, "topic", None) or None,
         start=getattr(args, "start", "earliest"),
         dlq=not getattr(args, "no_dlq", False),
     )

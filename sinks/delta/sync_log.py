@@ -253,3 +253,52 @@ def open_ledger(delta_root: Path, target: str | None = None) -> list[dict[str, A
         and (target is None or r["target"] == target)
     ]
     return sorted(out, key=lambda r: (r["target"], r["golden_id"], r["version"]))
+
+
+PLAN_SCHEMA = pa.schema(
+    [
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("golden_id", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("operation", pa.string(), nullable=False),
+        pa.field("fields", pa.list_(pa.string()), nullable=False),
+        pa.field("other", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("idempotency_key", pa.string(), nullable=False),
+        pa.field("planned_at", UTC_US, nullable=False),
+        *_POSITION,
+    ]
+)
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One operation ``goldstream sync plan`` would send."""
+
+    target: str
+    golden_id: str
+    version: int
+    operation: str
+    fields: tuple[str, ...]
+    other: str | None
+    reason: str | None
+    idempotency_key: str
+    planned_at: dt.datetime
+    topic: str
+    partition: int
+    offset: int
+
+
+def plan_path(root: Path) -> Path:
+    """``<delta_root>/sync/plan``: the last dry run's intended operations."""
+    return root / "sync" / "plan"
+
+
+def write_plan(root: Path, rows: Sequence[PlanRow]) -> Path:
+    """Replace the plan table with ``rows`` (a dry run's result; not a change log)."""
+    from deltalake import write_deltalake
+
+    path = plan_path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(path), to_arrow(rows, PLAN_SCHEMA), mode="overwrite", schema_mode="overwrite")
+    return path

@@ -46,8 +46,9 @@ class TokenBucket:
             if self.rate <= 0:
                 return 0.0
             self._refill(now)
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
+            # Tolerance: refills are float products; 0.9999999 tokens after the computed wait is one.
+            if self._tokens >= 1.0 - 1e-6:
+                self._tokens = max(0.0, self._tokens - 1.0)
                 return 0.0
             return (1.0 - self._tokens) / self.rate
 
