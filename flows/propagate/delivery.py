@@ -520,9 +520,11 @@ class TargetRuntime:
             self._users -= 1
             if self._users > 0 or self._thread is None:
                 return
+        # Stop waiting for a down target at once: undelivered batches stay before the snapshotted
+        # offsets and are read again on restart. A unit already being sent finishes.
+        self._stop.set()
         self._queue.put(None)
         self._thread.join(timeout=30)
-        self._stop.set()
         if self.sync is not None and self.sync.client is not None:
             self.sync.client.close()
         if self.sync is not None and self.sync.dlq is not None:
@@ -533,7 +535,7 @@ class TargetRuntime:
             self.sync = self._factory(self._stop.is_set)
             while True:
                 batch = self._queue.get()
-                if batch is None:
+                if batch is None or self._stop.is_set():
                     return
                 self._deliver(batch)
         except BaseException as exc:  # surfaced to the dataflow by raise_if_failed

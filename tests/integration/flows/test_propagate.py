@@ -346,3 +346,38 @@ def test_rate_limit_retry_after_and_one_bad_record_in_a_batch(
     assert bad not in in_crm()
     [entry] = open_ledger(g.delta, "crm")
     assert entry["golden_id"] == bad and re.search(r"HTTP 422", entry["error"] or "")
+
+
+def test_kill_9_and_restart_delivers_every_change_once(
+    settings: Settings, crm: httpx.Client, tmp_path: Path
+) -> None:
+    g = Golden(settings, tmp_path)
+    ids = [g.gid(n) for n in range(40)]
+    for n, gid in enumerate(ids):
+        g.send(gid, person(n))
+    g.flush()
+    g.flow = FlowProcess(
+        g.config, "--no-dlq", "--only", "crm", log=tmp_path / "p1.log", module="flows.propagate"
+    )
+    with g.flow:
+        wait_for("a first record in the CRM", lambda: get_crm(crm, ids[0]), timeout=120)
+        for n, gid in enumerate(ids):
+            g.send(gid, person(n, city="AfterCrash"))
+        g.flush()
+        time.sleep(0.3)
+        g.flow.kill9()  # no final snapshot, maybe mid-batch
+    restarted = FlowProcess(
+        g.config, "--no-dlq", "--only", "crm", log=tmp_path / "p2.log", module="flows.propagate"
+    )
+    with restarted:
+        wait_for(
+            "every record's last version in the CRM",
+            lambda: all((get_crm(crm, x) or {}).get("billing_city") == "AfterCrash" for x in ids),
+            timeout=120,
+        )
+        time.sleep(2)
+    ok = g.sync_log().filter(pl.col("status") == "ok")
+    assert ok.group_by("golden_id", "version", "operation").len()["len"].max() == 1  # logged once
+    for gid in ids:
+        record = get_crm(crm, gid)
+        assert record is not None and record["version"] == 2, gid  # created once, updated once
