@@ -6,7 +6,8 @@
       -> silver   (SilverStage)                    config/mappings -> canonical records -> silver MERGE;
                                                    mapping rejects -> quarantine (stage "mapping") + DLQ;
                                                    schema drift handled by each mapping's policy
-      -> RecordChange batches                      the silver state of every key the batch touched
+      -> RecordChange batches                      the silver state of every key the batch touched,
+                                                   minus the echo of our own pushes (flows.propagate.echo)
       -> resolve  (flows.resolve.operator)         keyed by entity type: matching, clustering, golden
                                                    records (entities with matching + survivorship config)
       -> GoldStage                                 gold Delta tables, then the golden.<entity> topic
@@ -38,7 +39,7 @@ from cdc.connectors import ConnectorFile
 from cdc.topics import ensure_topics
 from core.canonical import record_schema
 from core.events import ChangeBatch, Rejected
-from core.golden import Cause, GoldBatch, RecordChange, golden_topic, json_value, record_id
+from core.golden import Cause, GoldBatch, RecordChange, golden_topic, json_value, record_id, split_record_id
 from core.metrics import EVENTS_IN, EVENTS_OUT, RETRIES, SCHEMA_DRIFT, SKIPPED
 from core.retry import retry_transient
 from core.settings import Settings
@@ -46,6 +47,7 @@ from flows.bronze import BronzeWriter, Quarantine, bronze_topics, decode
 from flows.canonical import MappedBatch, MappingSet, compile_mappings, map_batch
 from flows.engine.kafka_source import KafkaBatchSource
 from flows.engine.sink import WriterSink
+from flows.propagate.echo import EchoFilter
 from flows.resolve.operator import resolve
 from sinks.delta.gold import GoldWriter
 from sinks.delta.silver import SilverWriter, read_rows, split_invalid
@@ -271,16 +273,31 @@ class SilverStage:
 
 
 class IngestStage:
-    """The per-worker bronze + silver stage of the ingest flow."""
+    """The per-worker bronze + silver stage of the ingest flow.
 
-    def __init__(self, bronze: BronzeWriter, silver: SilverStage) -> None:
+    ``echo``: drops the echo of our own pushes to the CRM/ERP before it reaches matching (it is
+    still written to bronze and silver: it is the target system's real state).
+    """
+
+    def __init__(self, bronze: BronzeWriter, silver: SilverStage, echo: EchoFilter | None = None) -> None:
         self.bronze = bronze
         self.silver = silver
+        self.echo = echo
 
     def process(self, batch: ChangeBatch) -> list[RecordChange]:
         """Bronze first (the raw log never waits for mapping), then canonical + silver."""
         tables = self.bronze.write(batch)
-        return self.silver.apply(batch, tables)
+        changes = self.silver.apply(batch, tables)
+        if self.echo is None or not changes:
+            return changes
+        return [c for c in changes if not self._is_echo(c)]
+
+    def _is_echo(self, change: RecordChange) -> bool:
+        if change.values is None:
+            return False
+        assert self.echo is not None
+        system, _table, key = split_record_id(change.record_id)
+        return self.echo.is_echo(system, key, change.values)
 
 
 class GoldStage:
@@ -372,6 +389,7 @@ def build_ingest_flow(
         return IngestStage(
             BronzeWriter(root, quarantine),
             SilverStage(root, mappings, quarantine, resolve_entities=entities),
+            EchoFilter(root) if entities else None,
         )
 
     stages = PerWorker(make_stage)

@@ -170,3 +170,30 @@ def test_unmapped_tables_stay_in_bronze_only(tmp_path: Path) -> None:
 
 def test_only_entities_with_matching_and_survivorship_configs_are_resolved() -> None:
     assert resolvable_entities(CONFIG) == ("customer",)
+
+
+class EchoOf:
+    """Stands in for flows.propagate.echo.EchoFilter: the given (system, key) pairs are our echoes."""
+
+    def __init__(self, *keys: tuple[str, str]) -> None:
+        self.keys = set(keys)
+        self.asked: list[tuple[str, str]] = []
+
+    def is_echo(self, system: str, key: str, values: object) -> bool:
+        self.asked.append((system, key))
+        return (system, key) in self.keys
+
+
+def test_echo_of_our_push_is_kept_in_silver_but_not_resolved(tmp_path: Path) -> None:
+    q = Quarantine(tmp_path, dlq=None)
+    echo = EchoOf(("crm", "2"))
+    s = IngestStage(
+        BronzeWriter(tmp_path, q),
+        SilverStage(tmp_path, MAPPINGS, q, resolve_entities=("customer",)),
+        echo,  # type: ignore[arg-type]
+    )
+    msgs = [message(0, "c", 1, 100), message(1, "c", 2, 101), message(2, "d", 3, 102)]
+    changes = s.process(decode_batch(raw_batch(TOPIC, 0, msgs)))
+    assert sorted(read_current(silver_path(tmp_path, "customer"))["source_key"].to_list()) == ["1", "2"]
+    assert [c.record_id for c in changes] == ["crm:public.contacts:1", "crm:public.contacts:3"]
+    assert sorted(echo.asked) == [("crm", "1"), ("crm", "2")]  # deletes are never echoes
