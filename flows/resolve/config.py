@@ -28,12 +28,13 @@ class Feature(StrictModel):
     """A normalised value derived from record fields: ``source`` field(s), then ``ops`` in order.
 
     Several sources are joined with a space; ``join: all`` gives no value when any is missing,
-    ``join: any`` joins the present ones.
+    ``join: any`` joins the present ones, ``join: first`` takes the first present one alone (a
+    contact's account reference, else the record's own key: the key of the account "family").
     """
 
     source: str | tuple[str, ...]
     ops: tuple[str, ...] = ()
-    join: Literal["all", "any"] = "all"
+    join: Literal["all", "any", "first"] = "all"
 
     @model_validator(mode="after")
     def _known_ops(self) -> Feature:

@@ -49,7 +49,7 @@ class FeatureExtractor:
         feats = list(config.features.values())
         # A feature whose operations extend an earlier feature's (same sources) starts from that
         # feature's value: "name_sorted" = "name" + sort_tokens normalises the name once.
-        self._specs: list[tuple[tuple[str, ...], Callable[[str | None], str | None], bool, int]] = []
+        self._specs: list[tuple[tuple[str, ...], Callable[[str | None], str | None], str, int]] = []
         for j, f in enumerate(feats):
             base, rest = -1, f.ops
             for i in range(j):
@@ -58,14 +58,14 @@ class FeatureExtractor:
                 same_input = (g.sources, g.join) == (f.sources, f.join)
                 if same_input and len(g.ops) < len(f.ops) and f.ops[: len(g.ops)] == g.ops and longer:
                     base, rest = i, f.ops[len(g.ops) :]
-            self._specs.append((f.sources, chain(rest), f.join == "all", base))
+            self._specs.append((f.sources, chain(rest), f.join, base))
         self._memo: list[dict[str, str | None]] = [{} for _ in self._specs]
 
     def __call__(self, record: Mapping[str, object]) -> Features:
         """The feature tuple of ``record`` (missing fields count as no value)."""
         out: list[str | None] = []
         text = {f: as_text(record.get(f)) for f in self.fields}
-        for (sources, run, need_all, base), memo in zip(self._specs, self._memo, strict=True):
+        for (sources, run, join, base), memo in zip(self._specs, self._memo, strict=True):
             if base >= 0:
                 raw = out[base]
             elif len(sources) == 1:
@@ -73,7 +73,10 @@ class FeatureExtractor:
             else:
                 parts = [text[s] for s in sources]
                 present = [p for p in parts if p is not None]
-                raw = None if not present or (need_all and len(present) != len(parts)) else " ".join(present)
+                if not present or (join == "all" and len(present) != len(parts)):
+                    raw = None
+                else:
+                    raw = present[0] if join == "first" else " ".join(present)
             if raw is None:
                 out.append(None)
                 continue
