@@ -187,6 +187,8 @@ class TargetConfig(StrictModel):
     rate_limit: RateLimitConfig = RateLimitConfig()
     retry: RetryConfig = RetryConfig()
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    concurrency: Annotated[int, Field(ge=1, le=32)] = 1
+    """Batch requests in flight at once (different records only; one record's order is kept)."""
     breaker: BreakerConfig = BreakerConfig()
 
     @model_validator(mode="after")

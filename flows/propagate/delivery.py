@@ -440,6 +440,10 @@ class TargetSync:
         retry_transient(lambda: dlq.publish(rejects), operation=f"sync DLQ publish {self.cfg.target}")
 
 
+#: Messages one delivery unit takes from the queue at most (one unit = a few Delta commits).
+UNIT_MAX = 5_000
+
+
 class TargetRuntime:
     """A :class:`TargetSync` on its own thread, fed by the sink, watched by the source.
 
@@ -537,21 +541,49 @@ class TargetRuntime:
                 batch = self._queue.get()
                 if batch is None or self._stop.is_set():
                     return
-                self._deliver(batch)
+                batches, stop = self._drain(batch)
+                self._deliver(batches)
+                if stop:
+                    return
         except BaseException as exc:  # surfaced to the dataflow by raise_if_failed
             log.exception("propagation thread failed")
             self._error = exc
 
-    def _deliver(self, batch: RawBatch) -> None:
+    def _drain(self, first: RawBatch) -> tuple[list[RawBatch], bool]:
+        """``first`` plus whatever else is queued (up to :data:`UNIT_MAX` messages).
+
+        Every unit costs a few Delta commits; under a trickle each Kafka batch holds a handful of
+        messages, so working batch by batch would spend most of the time committing.
+        """
+        batches, size = [first], len(first.offsets)
+        while size < UNIT_MAX:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batches, True
+            batches.append(more)
+            size += len(more.offsets)
+        return batches, False
+
+    def _deliver(self, batches: list[RawBatch]) -> None:
+        """One unit per Kafka partition (different partitions hold different golden ids)."""
         assert self.sync is not None
-        items = [
-            Incoming(Position(batch.topic, batch.partition, off), value)
-            for off, value in zip(batch.offsets, batch.values, strict=True)
-        ]
-        stream = f"{self.sync.cfg.target}:{batch.topic}:{batch.partition}"
-        self.sync.process(items, stream=stream, version=batch.offsets[-1])
-        with self._lock:
-            pending = self._pending.get((batch.topic, batch.partition))
-            if pending:
-                pending.popleft()
-            self._pending_count -= len(batch.offsets)
+        groups: dict[tuple[str, int], list[RawBatch]] = {}
+        for b in batches:
+            groups.setdefault((b.topic, b.partition), []).append(b)
+        for (topic, partition), group in groups.items():
+            items = [
+                Incoming(Position(topic, partition, off), value)
+                for b in group
+                for off, value in zip(b.offsets, b.values, strict=True)
+            ]
+            stream = f"{self.sync.cfg.target}:{topic}:{partition}"
+            self.sync.process(items, stream=stream, version=group[-1].offsets[-1])
+            with self._lock:
+                pending = self._pending.get((topic, partition))
+                for b in group:
+                    if pending:
+                        pending.popleft()
+                    self._pending_count -= len(b.offsets)

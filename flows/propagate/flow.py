@@ -145,6 +145,7 @@ def client_settings(cfg: TargetConfig, settings: Settings) -> ClientSettings:
         retry_max_delay_s=cfg.retry.max_delay_s,
         max_attempts=cfg.retry.max_attempts,
         batch_max=min(cfg.batch_size, settings.demo_apis.batch_max),
+        concurrency=cfg.concurrency,
         breaker_failures=cfg.breaker.failure_threshold,
         breaker_reset_s=cfg.breaker.reset_timeout_s,
         breaker_max_reset_s=cfg.breaker.max_reset_timeout_s,

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import logging
 import os
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -78,6 +80,8 @@ class ClientSettings:
     retry_max_delay_s: float = 10.0
     max_attempts: int = 8
     batch_max: int = 100
+    concurrency: int = 1
+    """Batch requests in flight at once (chunks of one unit hold different records: order is safe)."""
     breaker_failures: int = 5
     breaker_reset_s: float = 5.0
     breaker_max_reset_s: float = 60.0
@@ -363,18 +367,32 @@ class TargetClient:
         """
         results: dict[int, ItemResult] = {}
         size = max(1, self.settings.batch_max)
-        for start in range(0, len(items), size):
-            chunk = list(enumerate(items))[start : start + size]
-            self._batch_rounds(chunk, results)
+        indexed = list(enumerate(items))
+        chunks = [indexed[start : start + size] for start in range(0, len(indexed), size)]
+        if len(chunks) <= 1 or self.settings.concurrency <= 1:
+            for chunk in chunks:
+                self._batch_rounds(chunk, results)
+        else:
+            # Each chunk writes its own keys of ``results``; the first failure is raised after all
+            # chunks ended (the caller re-sends the whole set, which is idempotent).
+            with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+                futures = [pool.submit(self._batch_rounds, chunk, results) for chunk in chunks]
+                errors = [f.exception() for f in futures]
+            first = next((e for e in errors if e is not None), None)
+            if first is not None:
+                raise first
         return [results[i] for i in range(len(items))]
 
     def _batch_rounds(self, pending: list[tuple[int, UpsertItem]], results: dict[int, ItemResult]) -> None:
         attempt = 0
         while pending:
             attempt += 1
-            keys = "\n".join(item.key for _, item in pending)
-            idem = hashlib.sha256(keys.encode()).hexdigest()[:32]
             body = {"inputs": [{"external_id": it.external_id, "properties": it.fields} for _, it in pending]}
+            # The key covers the item keys *and* the body: a true retry repeats both (the target
+            # replays its answer), while a re-planned batch after a restart may carry the same
+            # versions with another diff, which under the same key the target would refuse (422).
+            keys = "\n".join(item.key for _, item in pending) + json.dumps(body, sort_keys=True, default=str)
+            idem = hashlib.sha256(keys.encode()).hexdigest()[:32]
             response = self._send(
                 "POST", f"{self._base}/batch", "batch", json=body, headers={"Idempotency-Key": idem}
             )

@@ -280,3 +280,50 @@ def test_no_credential_in_logs_or_errors(caplog: pytest.LogCaptureFixture) -> No
         client.upsert(item("g1", name="A"))
     text = caplog.text + str(exc.value) + repr(client.__dict__)
     assert SECRET not in text and "tok1" not in caplog.text
+
+
+def test_batch_idempotency_key_is_stable_for_retries_and_differs_for_other_bodies() -> None:
+    seen: list[str] = []
+    fake, clock = FakeTarget(), FakeClock()
+    inner = fake.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/batch"):
+            seen.append(request.headers["Idempotency-Key"])
+        return inner(request)
+
+    fake.script = [httpx.Response(503, headers={"Retry-After": "0"})]
+    client = TargetClient(
+        ClientSettings(
+            "t-idem",
+            "crm",
+            "http://t.test",
+            "accounts",
+            "oauth2_client_credentials",
+            "TEST_TARGET_SECRET",
+            client_id="goldstream",
+            rate_per_s=0,
+        ),
+        transport=httpx.MockTransport(handler),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    client.upsert_batch([item("g1", name="A"), item("g2", name="B")])
+    client.upsert_batch([item("g1", name="A2"), item("g2", name="B")])  # same keys, other diff
+    assert seen[0] == seen[1] != seen[2]
+
+
+def test_concurrent_chunks_return_every_result_in_input_order() -> None:
+    fake = FakeTarget()
+    fake.bad_external_ids = {"g3"}
+    client = make(fake, FakeClock(), batch_max=2, concurrency=3)
+    results = client.upsert_batch([item(f"g{i}", name=f"N{i}") for i in range(7)])
+    assert [r.external_id for r in results] == [f"g{i}" for i in range(7)]
+    assert [r.ok for r in results] == [True, True, True, False, True, True, True]
+
+
+def test_a_failing_chunk_fails_the_concurrent_set() -> None:
+    fake = FakeTarget(down=True)
+    client = make(fake, FakeClock(), batch_max=2, concurrency=2, max_attempts=1)
+    with pytest.raises((RequestFailedError, TargetUnavailableError)):
+        client.upsert_batch([item(f"g{i}", name="x") for i in range(4)])
