@@ -245,14 +245,17 @@ def open_ledger(delta_root: Path, target: str | None = None) -> list[dict[str, A
         return []
     rows = data.to_pylist()
     resolved = {(r["target"], r["golden_id"], r["version"]) for r in rows if r["status"] == "resolved"}
-    out = [
-        r
-        for r in rows
-        if r["status"] == "open"
-        and (r["target"], r["golden_id"], r["version"]) not in resolved
-        and (target is None or r["target"] == target)
-    ]
-    return sorted(out, key=lambda r: (r["target"], r["golden_id"], r["version"]))
+    latest: dict[tuple[str, str, int, str, int], dict[str, Any]] = {}
+    for r in rows:
+        if r["status"] != "open" or (r["target"], r["golden_id"], r["version"]) in resolved:
+            continue
+        if target is not None and r["target"] != target:
+            continue
+        # A replay that fails again appends the same entry again: list it once (the latest error).
+        key = (r["target"], r["golden_id"], r["version"], r["operation"], r["offset"])
+        if key not in latest or r["at"] >= latest[key]["at"]:
+            latest[key] = r
+    return sorted(latest.values(), key=lambda r: (r["target"], r["golden_id"], r["version"]))
 
 
 PLAN_SCHEMA = pa.schema(

@@ -86,6 +86,8 @@ class FakeTarget:
                 return httpx.Response(
                     404 if row is None else 200, json=row or {"error": {"code": "not_found"}}
                 )
+            if external_id in self.bad_external_ids:
+                return httpx.Response(422, json={"error": {"code": "invalid", "message": "refused"}})
             status, row, outcome = self._upsert(external_id, json.loads(request.content))
             return httpx.Response(
                 status, json=row, headers={"X-Outcome": outcome, "ETag": f'"{row["version"]}"'}
