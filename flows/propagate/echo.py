@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +186,18 @@ class EchoFilter:
         known = (system, source_key) in self._by_key
         ECHO_PASSED.labels(system=system, reason="differs" if known else "unknown").inc()
         return False
+
+    def echo_mask(
+        self,
+        system: str,
+        source_keys: Sequence[str],
+        values: Sequence[Mapping[str, Any]],
+        *,
+        modified_by: Sequence[str | None] | None = None,
+    ) -> list[bool]:
+        """:meth:`is_echo` for a batch of one system's records (True: drop it)."""
+        marks = modified_by if modified_by is not None else [None] * len(source_keys)
+        return [
+            self.is_echo(system, key, vals, modified_by=mark)
+            for key, vals, mark in zip(source_keys, values, marks, strict=True)
+        ]

@@ -256,3 +256,16 @@ def test_the_filter_refreshes_incrementally(tmp_path: Path) -> None:
     clock.now += 1.5
     assert mapped2 is not None and echo.is_echo("crm", row["id"], mapped2)  # read through the change feed
     assert echo.refresh() == 0
+
+
+def test_echo_mask_for_a_batch(tmp_path: Path) -> None:
+    fake = FakeTarget()
+    sync = make_sync(tmp_path, fake)
+    feed(sync, (0, change("G1", 1)))
+    rb = sync.readback
+    row = fake.records["G1"]
+    mapped = rb.canonical([{k: v for k, v in row.items() if k in rb.mapping.columns}])[0]
+    assert mapped is not None
+    echo = EchoFilter(tmp_path)
+    mask = echo.echo_mask("crm", [row["id"], row["id"]], [mapped, {**mapped, "city": "Other"}])
+    assert mask == [True, False]
