@@ -22,10 +22,11 @@ from core.settings import Settings
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
-Format = Literal["text", "country_name", "family_given"]
+Format = Literal["text", "country_name", "family_given", "join"]
 """Outbound value formats: ``country_name`` (ISO alpha-2 -> English name, which the inbound
 ``country`` transform reads back), ``family_given`` (``FAMILY, GIVEN MIDDLE`` from the ``from``
-fields [last, first, middle], the ERP's way of writing a person)."""
+fields [last, first, middle], the ERP's way of writing a person), ``join`` (the non-null ``from``
+values joined by a space)."""
 
 
 class OAuth2Auth(StrictModel):
@@ -89,7 +90,8 @@ class FieldCase(StrictModel):
 
 
 class TargetField(StrictModel):
-    """A target field: one case, or ``cases`` tried in order (the first whose ``when`` holds)."""
+    """A target field: one case, or ``cases`` tried in order (the first whose ``when`` holds and
+    that yields a value wins; later cases are fallbacks)."""
 
     when: Condition | None = None
     from_: Annotated[tuple[Name, ...] | None, Field(alias="from")] = None

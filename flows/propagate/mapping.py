@@ -51,6 +51,8 @@ def _matches(case: FieldCase, values: AbstractMapping[str, Any]) -> bool:
 def _case_value(case: FieldCase, values: AbstractMapping[str, Any]) -> Any:
     if case.format == "family_given":
         return family_given(*(values.get(f) for f in case.from_))
+    if case.format == "join":
+        return " ".join(str(values[f]) for f in case.from_ if values.get(f)) or None
     value = next((json_value(values[f]) for f in case.from_ if values.get(f) is not None), None)
     if value is None:
         return None
@@ -74,7 +76,8 @@ def outbound(cfg: TargetConfig, values: AbstractMapping[str, Any]) -> Payload:
         for case in spec.all_cases():
             if _matches(case, values):
                 value = _case_value(case, values)
-                break
+                if value is not None:
+                    break
         if value is None and name in cfg.required:
             continue
         out[name] = value

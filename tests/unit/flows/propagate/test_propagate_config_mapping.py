@@ -158,3 +158,10 @@ def test_settings_fallbacks() -> None:
     assert crm.base_url(settings) == settings.demo_apis.crm.url
     assert crm.client_id(settings) == settings.demo_apis.crm.client_id
     assert TARGETS["erp"].client_id(settings) == ""
+
+
+def test_cases_fall_back_when_a_case_has_no_value() -> None:
+    crm = TARGETS["crm"]
+    parts = {**PERSON, "full_name": None}
+    assert outbound(crm, parts)["name"] == "Anna Maria Schmidt"  # joined from the parts
+    assert outbound(crm, {**ORGANISATION, "organisation_name": None, "full_name": "Acme"})["name"] == "Acme"
