@@ -308,9 +308,10 @@ class GoldStage:
     on (golden id, version).
     """
 
-    def __init__(self, delta_root: Path, bootstrap: str | None) -> None:
+    def __init__(self, delta_root: Path, bootstrap: str | None, topics: dict[str, str] | None = None) -> None:
         self._root = delta_root
         self._bootstrap = bootstrap
+        self._topics = topics or {}
         self._writers: dict[str, GoldWriter] = {}
         self._publishers: dict[str, GoldenPublisher] = {}
 
@@ -328,7 +329,9 @@ class GoldStage:
         if self._bootstrap is None or not batch.changes:
             return
         if entity not in self._publishers:
-            self._publishers[entity] = GoldenPublisher(self._bootstrap, entity)
+            self._publishers[entity] = GoldenPublisher(
+                self._bootstrap, entity, topic=self._topics.get(entity)
+            )
         publisher = self._publishers[entity]
         retry_transient(
             lambda: publisher.publish(batch.changes),
@@ -397,12 +400,13 @@ def build_ingest_flow(
     if not entities:
         op.output("done", changed, WriterSink(lambda _i, _n: _Discard()))
         return flow
+    # propagation.topics overrides golden.<entity> for both ends (tests and side-by-side deployments)
+    topics = {e: settings.propagation.topics.get(e, golden_topic(e)) for e in entities}
     if publish:
-        ensure_topics(
-            bootstrap, [golden_topic(e) for e in entities], partitions=settings.kafka.topic_partitions
-        )
+        ensure_topics(bootstrap, list(topics.values()), partitions=settings.kafka.topic_partitions)
     golden = resolve("resolve", changed, config_dir=settings.config_dir)
-    op.output("gold", golden, WriterSink(lambda _i, _n: GoldStage(root, bootstrap if publish else None)))
+    gold_sink = WriterSink(lambda _i, _n: GoldStage(root, bootstrap if publish else None, topics))
+    op.output("gold", golden, gold_sink)
     return flow
 
 

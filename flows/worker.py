@@ -20,6 +20,7 @@ from core.settings import Settings, load_settings
 from flows.bronze import build_bronze_flow
 from flows.engine.runner import ensure_recovery_dir, run_in_process
 from flows.ingest import build_ingest_flow
+from flows.propagate.flow import build_from_args as _propagate
 
 FlowBuilder = Callable[[Settings, argparse.Namespace], Dataflow]
 
@@ -40,8 +41,9 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> Dataflow:
     )
 
 
-#: ``bronze``: the raw change log only; ``ingest``: bronze + canonical + silver (+ resolution).
-FLOWS: dict[str, FlowBuilder] = {"bronze": _bronze, "ingest": _ingest}
+#: ``bronze``: the raw change log only; ``ingest``: bronze + canonical + silver (+ resolution);
+#: ``propagate``: golden.<entity> -> the CRM/ERP APIs (``--only`` names targets).
+FLOWS: dict[str, FlowBuilder] = {"bronze": _bronze, "ingest": _ingest, "propagate": _propagate}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -14,19 +14,25 @@ from pathlib import Path
 import polars as pl
 import psycopg
 import pytest
+import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from cdc.pg import admin_dsn
-from core.golden import decode_change, golden_topic, record_id
+from core.golden import decode_change, record_id
 from core.settings import Settings
 from sinks.delta.gold import gold_paths, read_crosswalk, read_golden, read_lineage
 from tests.integration.helpers import FlowProcess, isolated_config, wait_for
+
+TOPIC = f"golden.customer.it{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
 def flow(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FlowProcess]]:
     tmp = tmp_path_factory.mktemp("resolve")
     config = isolated_config(tmp, stack)
+    doc = yaml.safe_load(config.read_text())
+    doc["propagation"] = {"topics": {"customer": TOPIC}}  # golden.customer stays the demo's
+    config.write_text(yaml.safe_dump(doc))
     with FlowProcess(config, "ingest", "--no-dlq", log=tmp / "flow.log") as proc:
         yield tmp / "delta", proc
 
@@ -236,7 +242,7 @@ def test_a_bridging_record_merges_two_golden_records(stack: Settings, flow: tupl
     assert apart[a] != apart[b], "nothing links a married name with a phone to a maiden name with an email"
     older, newer = sorted([apart[a], apart[b]])  # type: ignore[type-var]
 
-    start = topic_end(stack.kafka.bootstrap_servers, golden_topic("customer"))
+    start = topic_end(stack.kafka.bootstrap_servers, TOPIC)
     # the CRM knows both her phone and her email: the bridge
     with psycopg.connect(admin_dsn(stack, "crm"), autocommit=True) as conn:
         row = conn.execute(
