@@ -217,24 +217,28 @@ def test_one_person_in_four_systems_is_one_golden_record_and_an_edit_splits_it_o
 def test_a_bridging_record_merges_two_golden_records(stack: Settings, flow: tuple[Path, FlowProcess]) -> None:
     delta_root, proc = flow
     tag = uuid.uuid4().hex[:8]
-    email = f"maria.keller.{tag}@example.de"
     rnd = random.Random(tag)
+    first, maiden = person(rnd)
+    _, married = person(rnd)
+    email = f"{first}.{maiden}.{tag}@example.de".lower()
+    street = f"{rnd.choice(['Haupt', 'Linden', 'Garten', 'Schul'])}strasse {rnd.randrange(1, 300)}"
+    postcode = f"{rnd.randrange(10_000, 99_999)}"
     phone = f"030 {rnd.randrange(1_000_000, 9_999_999)}"
     born = dt.date(1950, 1, 1) + dt.timedelta(days=rnd.randrange(18_000))
     with psycopg.connect(admin_dsn(stack, "erp"), autocommit=True) as conn:
         key = f"IM{tag}"
         conn.execute(
             "INSERT INTO erp.debtors (debtor_no, name1, street, postal_code, city, country, telephone, "
-            "currency, created_on, changed_at) VALUES (%s, 'SCHNEIDER, MARIA', 'Hauptstrasse 5', '10115', "
-            "'Berlin', 'DE', %s, 'EUR', '01/31/2024', '2024-02-01 10:00:00')",
-            (key, phone),
+            "currency, created_on, changed_at) VALUES (%s, %s, %s, %s, 'Berlin', 'DE', %s, 'EUR', "
+            "'01/31/2024', '2024-02-01 10:00:00')",
+            (key, f"{married}, {first}".upper().translate(ERP_ASCII), street, postcode, phone),
         )
         a = record_id("erp", "erp.debtors", key)
     with psycopg.connect(admin_dsn(stack, "shop"), autocommit=True) as conn:
         row = conn.execute(
             "INSERT INTO public.customers (email, first_name, last_name, date_of_birth) "
-            "VALUES (%s, 'Maria', 'Keller', %s) RETURNING customer_id::text",
-            (email, born.strftime("%m/%d/%Y")),
+            "VALUES (%s, %s, %s, %s) RETURNING customer_id::text",
+            (email, first, maiden, born.strftime("%m/%d/%Y")),
         ).fetchone()
         assert row is not None
         b = record_id("shop", "public.customers", row[0])
@@ -247,9 +251,8 @@ def test_a_bridging_record_merges_two_golden_records(stack: Settings, flow: tupl
     with psycopg.connect(admin_dsn(stack, "crm"), autocommit=True) as conn:
         row = conn.execute(
             "INSERT INTO public.contacts (account_id, first_name, last_name, email, phone, birthdate, "
-            "mailing_country) VALUES (%s::uuid, 'Maria', 'Schneider', %s, %s, %s, 'Germany') "
-            "RETURNING contact_id::text",
-            (org_account(conn), email, phone, born.isoformat()),
+            "mailing_country) VALUES (%s::uuid, %s, %s, %s, %s, %s, 'Germany') RETURNING contact_id::text",
+            (org_account(conn), first, married, email, phone, born.isoformat()),
         ).fetchone()
         assert row is not None
         c = record_id("crm", "public.contacts", row[0])
