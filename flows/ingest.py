@@ -150,7 +150,12 @@ def record_changes(entity: str, rows: pl.DataFrame, cause_of: dict[str, Cause]) 
         rid = record_id(r["source_system"], r["source_table"], r["source_key"])
         ts = r["source_ts"]
         ts_us = int(ts.timestamp() * 1_000_000) if ts is not None else 0
-        values = None if r["deleted"] else {a: json_value(r[a]) for a in attrs}
+        values = None
+        if not r["deleted"]:
+            values = {a: json_value(r[a]) for a in attrs}
+            # matching may compare a record's own key with another's reference (parent_ref);
+            # golden records only take the entity's attributes, so these never reach gold
+            values["source_system"], values["source_key"] = r["source_system"], r["source_key"]
         cause = cause_of.get(r["source_key"]) or Cause(
             rid, r["lsn"], ts_us, r["topic"], r["partition"], r["offset"]
         )

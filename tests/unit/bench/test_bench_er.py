@@ -24,9 +24,10 @@ def test_demo_records_are_the_resolvers_input_labelled_by_the_truth(small_demo: 
     assert frame["label"].null_count() == 0
     systems = {split_record_id(r)[0] for r in frame["id"].to_list()}
     assert systems == {"crm", "erp", "shop", "billing"}
-    # What the ingest flow hands the resolver: canonical attributes, no lineage columns.
-    assert {"full_name", "email", "parent_ref", "kind"} <= set(frame.columns)
-    assert not {"source_key", "lsn", "topic", "mapping_version"} & set(frame.columns)
+    # What the ingest flow hands the resolver: canonical attributes plus the record's own key (for
+    # parent_ref matching), no other lineage columns.
+    assert {"full_name", "email", "parent_ref", "kind", "source_system", "source_key"} <= set(frame.columns)
+    assert not {"lsn", "topic", "mapping_version"} & set(frame.columns)
     assert set(frame["label"].str.slice(0, 1).unique().to_list()) <= {"P", "O"}
 
 
