@@ -97,6 +97,19 @@ def layers_summary(settings: Settings) -> pl.DataFrame:
                 "detail": f"{kinds.get('MERGED', 0)} merged, {kinds.get('SPLIT', 0)} split",
             }
         )
+    sync_log = _rows(settings.delta_root / "sync_log")
+    if sync_log is not None:
+        counts = sync_log.group_by("target", "status").len().collect()
+        for target in sorted(set(counts["target"].to_list())):
+            mine = dict(counts.filter(pl.col("target") == target).select("status", "len").iter_rows())
+            rows.append(
+                {
+                    "layer": "sync",
+                    "table": f"sync_log {target}",
+                    "rows": int(sum(mine.values())),
+                    "detail": ", ".join(f"{n} {s}" for s, n in sorted(mine.items())),
+                }
+            )
     return pl.DataFrame(
         rows, schema={"layer": pl.String, "table": pl.String, "rows": pl.Int64, "detail": pl.String}
     )

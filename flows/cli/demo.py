@@ -205,7 +205,7 @@ def run_cmd(
         bool, typer.Option(help="Keep the dataflow running (live summary) until Ctrl-C.")
     ] = True,
 ) -> None:
-    """The main job: stack up, seed, apply connectors, run the ingest dataflow, show every layer."""
+    """The main job: stack up, seed, apply connectors, run ingest + propagation, show every layer."""
     import time
 
     from rich.console import Group
@@ -235,11 +235,17 @@ def run_cmd(
         _print_seed(seed(s, people=people, seed=42))
         console.rule("3/5 Debezium connectors")
         apply_connectors(s, load_connectors(s.config_dir / "connectors"), wait=True, log=console)
-        console.rule("4/5 ingest dataflow: bronze -> silver -> entity resolution -> gold")
+        console.rule("4/5 dataflows: ingest (bronze, silver, resolution, gold) and propagation (CRM, ERP)")
         flow = BackgroundFlow.start(s, "ingest")
         console.print(
-            f"  started (pid {flow.proc.pid}); log {flow.log}; "
+            f"  ingest started (pid {flow.proc.pid}); log {flow.log}; "
             f"metrics http://127.0.0.1:{s.dataflow.metrics_port}/metrics"
+        )
+        sync_port = s.dataflow.metrics_port + 10
+        sync = BackgroundFlow.start(s, "propagate", f"--metrics-port={sync_port}")
+        console.print(
+            f"  propagation started (pid {sync.proc.pid}); log {sync.log}; "
+            f"metrics http://127.0.0.1:{sync_port}/metrics"
         )
         try:
             if duration > 0:
@@ -250,8 +256,9 @@ def run_cmd(
             first, _ = view(s)
             with Live(first, console=console, refresh_per_second=1) as live:
                 while True:
-                    if not flow.alive():
-                        raise TerminalError(f"the dataflow stopped; its log ends with:\n{flow.tail()}")
+                    for f in (flow, sync):
+                        if not f.alive():
+                            raise TerminalError(f"a dataflow stopped; {f.log} ends with:\n{f.tail()}")
                     shown, total = view(s)
                     live.update(shown)
                     if total != last_total:
@@ -262,6 +269,7 @@ def run_cmd(
         except KeyboardInterrupt:
             pass
         finally:
+            sync.stop()
             flow.stop()
         root = s.delta_root
         example = example_golden_id(s)
@@ -270,13 +278,14 @@ def run_cmd(
             f"  .venv/bin/python -c \"import polars as pl; print(pl.read_delta('{root}/gold/golden_customer')"
             ".filter(pl.col('members').list.len() > 2).head())\"\n"
             f"Silver: {root}/silver/<entity>; gold: {root}/gold/golden_customer, _history, crosswalk, "
-            "links, lineage; golden changes on Kafka topic golden.customer.\n"
+            "links, lineage; golden changes on Kafka topic golden.customer; every push to the CRM/ERP "
+            f"in {root}/sync_log.\n"
             + (
                 f"Why a golden record looks the way it does: .venv/bin/goldstream explain {example}\n"
                 if example
                 else ""
             )
-            + "The dataflow resumes where it stopped: `goldstream run ingest`.",
+            + "The dataflows resume where they stopped: `goldstream run ingest`, `goldstream run propagate`.",
             markup=False,
         )
 

@@ -29,12 +29,17 @@ def test_summary_counts_live_rows_joined_golden_records_and_lineage(tmp_path: Pa
         }
     ).write_delta(str(s.delta_root / "gold" / "golden_customer"))
     pl.DataFrame({"kind": ["MERGED", "MERGED", "SPLIT"]}).write_delta(str(s.delta_root / "gold" / "lineage"))
+    pl.DataFrame({"target": ["crm", "crm", "erp"], "status": ["ok", "failed", "skipped"]}).write_delta(
+        str(s.delta_root / "sync_log")
+    )
     rows = {r["table"]: r for r in layers_summary(s).iter_rows(named=True)}
     assert rows["customer"]["rows"] == 2
     assert rows["customer"]["detail"] == "1 soft-deleted; from crm, shop"  # the watermark row is not a row
     assert rows["golden_customer"]["rows"] == 2
     assert rows["golden_customer"]["detail"] == "1 joined from several records; 1 retired"
     assert rows["lineage"]["detail"] == "2 merged, 1 split"
+    assert (rows["sync_log crm"]["rows"], rows["sync_log crm"]["detail"]) == (2, "1 failed, 1 ok")
+    assert rows["sync_log erp"]["detail"] == "1 skipped"
     assert example_golden_id(s) == "g1"
 
 
