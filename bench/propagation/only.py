@@ -1,7 +1,8 @@
-"""``python -m bench.propagation``: golden changes/s delivered to the demo CRM, and latency at a rate.
+"""``python -m bench.propagation --mode propagation``: the propagation leg alone.
 
-What it measures (the propagation leg only: golden change emitted -> value acknowledged by the CRM
-API, i.e. visible through it; the source-commit -> golden leg belongs to the ingest/resolve flows):
+Golden changes/s delivered to the demo CRM, and latency at a rate, with no source database and no
+ingest flow in front. What it measures (golden change emitted -> value acknowledged by the CRM API;
+the source-commit -> golden leg and the whole path are :mod:`bench.propagation.e2e`):
 
 1. **throughput**: ``--changes`` creates produced up front to a fresh golden topic, then the
    propagation flow (``python -m flows.propagate --only crm``) started; changes/s = changes / (time
@@ -10,16 +11,15 @@ API, i.e. visible through it; the source-commit -> golden leg belongs to the ing
    its emission time; latency = ``sync_log.at`` (after the CRM acknowledged) - emission.
 
 The CRM's rate limit is lifted for the run (and restored), and the client-side bucket too (a copy of
-``config/`` with ``rate_limit.requests_per_s: 0``). Writes ``bench/results/propagation.json``.
+``config/`` with ``rate_limit.requests_per_s: 0``). The numbers land under ``propagation_only``
+in ``bench/results/propagation.json`` (see :mod:`bench.propagation.__main__`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -32,10 +32,9 @@ import polars as pl
 import yaml
 from confluent_kafka import Producer
 
-from cdc.stack import load_secrets
 from cdc.topics import ensure_topics
 from core.golden import GoldenChange, content_hash, encode_change
-from core.settings import Settings, load_settings
+from core.settings import Settings
 from sinks.delta.sync_log import sync_log_path
 from tests.integration.helpers import FlowProcess, free_port
 
@@ -90,15 +89,8 @@ def _wait_ok(delta: Path, ids: set[str], timeout: float) -> pl.DataFrame:
     raise SystemExit(f"not every change acknowledged within {timeout:.0f}s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.propagation")
-    p.add_argument("--changes", type=int, default=5000)
-    p.add_argument("--rate", type=float, default=1000.0)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "propagation.json")
-    args = p.parse_args(argv)
-    settings: Settings = load_settings()
-    load_secrets(settings)
+def run(args: argparse.Namespace, settings: Settings, command: str) -> dict[str, Any]:
+    """The propagation-only measurement (``args.changes``, ``args.rate``, ``args.seconds``)."""
     admin = {"X-Admin-Token": os.environ[settings.demo_apis.admin_token_env]}
     api = settings.demo_apis.crm
     httpx.put(f"{api.url}/admin/rate-limit", headers=admin, json={"requests_per_second": 0, "burst": 1})
@@ -182,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 goal_p99_s=3.0,
                 goal_met=bool(np.percentile(lat, 99) < 3.0),
                 load_avg=os.getloadavg()[0],
-                command="python -m bench.propagation " + " ".join(argv if argv is not None else sys.argv[1:]),
+                command=command,
             )
     finally:
         httpx.put(
@@ -190,10 +182,4 @@ def main(argv: list[str] | None = None) -> int:
             headers=admin,
             json={"requests_per_second": api.rate_limit_per_s, "burst": api.rate_limit_burst},
         )
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(results, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return results

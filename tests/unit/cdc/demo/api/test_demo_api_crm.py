@@ -198,6 +198,54 @@ def test_batch_one_bad_record_does_not_fail_the_rest(crm_client: TestClient, crm
     assert crm_client.get("/v1/accounts/by-external-id/b-2").json()["name"] == "Ada King"
 
 
+def _count_transactions(store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every transaction the store opens (the writer of each)."""
+    opened: list[str] = []
+    original = store.transaction
+
+    def counted(modified_by: str) -> Any:
+        opened.append(modified_by)
+        return original(modified_by)
+
+    monkeypatch.setattr(store, "transaction", counted)
+    return opened
+
+
+def test_batch_commits_once_when_every_write_succeeds(
+    crm_client: TestClient, crm_store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _put(crm_client, "t-2", PERSON)
+    opened = _count_transactions(crm_store, monkeypatch)
+    inputs = [
+        {"external_id": "t-1", "properties": PERSON},
+        {"external_id": "t-2", "properties": {"name": "Ada King"}},
+        {"external_id": "t-3", "properties": {"name": "No type"}},  # refused by a check: fails alone
+    ]
+    body = crm_client.post("/v1/accounts/batch", json={"inputs": inputs}).json()
+    assert [r["status"] for r in body["results"]] == [201, 200, 422]
+    assert len(opened) == 1  # one transaction for the batch, not one per record
+    assert {r["external_id"] for r in crm_store.tables["accounts"].values()} == {"t-1", "t-2"}
+
+
+def test_batch_redoes_item_by_item_when_a_write_fails_in_the_database(
+    crm_client: TestClient, crm_store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _put(crm_client, "acc-1", PERSON)
+    opened = _count_transactions(crm_store, monkeypatch)
+    contact = {"account_external_id": "acc-1", "last_name": "Lovelace"}
+    inputs = [
+        {"external_id": "k-1", "properties": contact},
+        # passes the checks, refused by the database (foreign key): the batch transaction is lost
+        {"external_id": "k-2", "properties": {"account_id": str(uuid.uuid4()), "last_name": "Byron"}},
+        {"external_id": "k-3", "properties": contact},
+    ]
+    body = crm_client.post("/v1/contacts/batch", json={"inputs": inputs}).json()
+    assert [r["status"] for r in body["results"]] == [201, 422, 201]
+    assert len(opened) == 1 + 3  # the rolled-back batch, then each record on its own
+    stored = {r["external_id"] for r in crm_store.tables["contacts"].values()}
+    assert stored == {"k-1", "k-3"}
+
+
 def test_batch_limits_and_shape(crm_client: TestClient) -> None:
     six = [{"external_id": f"x-{n}", "properties": PERSON} for n in range(6)]
     assert crm_client.post("/v1/accounts/batch", json={"inputs": six}).status_code == 413
