@@ -538,6 +538,11 @@ def run(args: argparse.Namespace, settings: Settings, command: str) -> dict[str,
             print(f"kept {tmp}")
     rounds = out["rounds"]
     out.update(
+        scope="source database commit (shop UPDATE) -> value visible through the CRM API "
+        "(ingest + propagation flows as processes); changes_per_s: bulk creates, source commit -> "
+        "last CRM acknowledgement; p50/p99: medians over rounds",
+        crm_api=args.crm_api,
+        customers=args.customers,
         changes_per_s=out["bulk"]["changes_per_s"],
         rate=args.rate,
         rate_achieved=statistics.median(r["rate_achieved"] for r in rounds),
