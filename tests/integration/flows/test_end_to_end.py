@@ -94,9 +94,28 @@ def test_shop_edit_reaches_crm_and_erp_once_without_echo_and_a_crm_user_edit_rea
 
         wait_for("ingest to resolve every existing customer", caught_up, timeout=300, every=3)
         # propagation starts at the end of the golden topic: only what happens from now on is pushed
-        prop_args = ("propagate", "--start=latest", f"--metrics-port={free_port()}")
+        prop_port = free_port()
+        prop_args = ("propagate", "--start=latest", f"--metrics-port={prop_port}")
         with FlowProcess(config, *prop_args, log=tmp_path / "propagate.log") as propagate:
-            time.sleep(8)  # its Kafka consumers are assigned at the end before anything new is published
+            # its Kafka partitions must sit at the end of the topic before anything new is published:
+            # each one declares its lag gauge once its start offset is resolved and assigned
+            topic = doc["propagation"]["topics"]["customer"]
+
+            def assigned() -> bool:
+                try:
+                    text = httpx.get(f"http://127.0.0.1:{prop_port}/metrics", timeout=5).text
+                except httpx.HTTPError:
+                    return False
+                lags = {
+                    m.group(1)
+                    for line in text.splitlines()
+                    if line.startswith("goldstream_consumer_lag_messages{") and f'topic="{topic}"' in line
+                    for m in [re.search(r'partition="(\d+)"', line)]
+                    if m is not None
+                }
+                return len(lags) >= stack.kafka.topic_partitions
+
+            wait_for("the propagation flow's partitions to be assigned", assigned, timeout=120)
             assert propagate.alive(), propagate.tail()
 
             # a new customer: billing knows her address, currency and email; the shop her phone
