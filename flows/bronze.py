@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from bytewax import operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 
 from cdc.connectors import ConnectorFile
 from cdc.envelope import decode_batch
@@ -171,17 +171,13 @@ def bronze_topics(connectors: list[ConnectorFile]) -> list[str]:
     return [t for c in connectors for t in c.table_topics()]
 
 
-def build_bronze_flow(
-    settings: Settings,
-    connectors: list[ConnectorFile],
-    *,
-    start: str = "earliest",
-    dlq: bool = True,
-) -> Dataflow:
-    """The bronze dataflow over every table the connectors capture."""
+def decoded_changes(
+    flow: Dataflow, settings: Settings, connectors: list[ConnectorFile], *, start: str
+) -> Stream[ChangeBatch]:
+    """The first steps every change-capture flow shares: our Kafka batch source over the
+    connectors' table topics, then decoding."""
     if start not in ("earliest", "latest"):
         raise ValueError(f"start must be earliest or latest, not {start!r}")
-    flow = Dataflow("goldstream_bronze")
     source = KafkaBatchSource(
         settings.kafka.bootstrap_servers,
         bronze_topics(connectors),
@@ -190,7 +186,19 @@ def build_bronze_flow(
         start="earliest" if start == "earliest" else "latest",
     )
     raw = op.input("kafka", flow, source)
-    decoded = op.map("decode", raw, decode)
+    return op.map("decode", raw, decode)
+
+
+def build_bronze_flow(
+    settings: Settings,
+    connectors: list[ConnectorFile],
+    *,
+    start: str = "earliest",
+    dlq: bool = True,
+) -> Dataflow:
+    """The bronze dataflow over every table the connectors capture."""
+    flow = Dataflow("goldstream_bronze")
+    decoded = decoded_changes(flow, settings, connectors, start=start)
     root = settings.delta_root
     bootstrap, dlq_topic = settings.kafka.bootstrap_servers, settings.dataflow.dlq_topic
 

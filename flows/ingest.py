@@ -43,9 +43,8 @@ from core.golden import Cause, GoldBatch, RecordChange, golden_topic, json_value
 from core.metrics import EVENTS_IN, EVENTS_OUT, RETRIES, SCHEMA_DRIFT, SKIPPED
 from core.retry import retry_transient
 from core.settings import Settings
-from flows.bronze import BronzeWriter, Quarantine, bronze_topics, decode
+from flows.bronze import BronzeWriter, Quarantine, decoded_changes
 from flows.canonical import MappedBatch, MappingSet, compile_mappings, map_batch
-from flows.engine.kafka_source import KafkaBatchSource
 from flows.engine.sink import WriterSink
 from flows.propagate.echo import EchoFilter
 from flows.resolve.operator import resolve
@@ -374,19 +373,9 @@ def build_ingest_flow(
     ``resolve_entities``: also run entity resolution and the gold sinks for entities with a
     matching and a survivorship config; ``publish``: send golden changes to ``golden.<entity>``.
     """
-    if start not in ("earliest", "latest"):
-        raise ValueError(f"start must be earliest or latest, not {start!r}")
     mappings = compile_mappings(settings.config_dir)
     flow = Dataflow("goldstream_ingest")
-    source = KafkaBatchSource(
-        settings.kafka.bootstrap_servers,
-        bronze_topics(connectors),
-        batch_size=settings.dataflow.batch_size,
-        batch_timeout_ms=settings.dataflow.batch_timeout_ms,
-        start="earliest" if start == "earliest" else "latest",
-    )
-    raw = op.input("kafka", flow, source)
-    decoded = op.map("decode", raw, decode)
+    decoded = decoded_changes(flow, settings, connectors, start=start)
     root = settings.delta_root
     bootstrap, dlq_topic = settings.kafka.bootstrap_servers, settings.dataflow.dlq_topic
     entities = resolvable_entities(settings.config_dir) if resolve_entities else ()
