@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -191,6 +191,40 @@ class GoldBatch(msgspec.Struct, frozen=True, gc=False):
     relinked: tuple[str, ...] = ()
     """Golden ids whose link set this batch replaces: their current links are all in ``links`` (none
     there: the cluster has no scored pair left). Links of a ``RETIRED`` golden id are dropped."""
+
+
+def combine_batches(batches: Sequence[GoldBatch]) -> GoldBatch:
+    """One batch with the effect of applying ``batches`` (one entity) in order.
+
+    Changes, crosswalk entries and lineage events are concatenated in order: the gold writer keeps
+    the latest per golden id / record itself. Links are a whole set per golden id, so each id keeps
+    the set of the last batch that replaced it (listed it in ``relinked``, carried links for it, or
+    retired it); an earlier batch's links for it would otherwise come back.
+    """
+    if not batches:
+        raise ValueError("combine_batches needs at least one batch")
+    if len(batches) == 1:
+        return batches[0]
+    entity = batches[0].entity
+    links_of: dict[str, list[LinkRecord]] = {}
+    for b in batches:
+        if b.entity != entity:
+            raise ValueError(f"cannot combine batches of {entity!r} and {b.entity!r}")
+        own: dict[str, list[LinkRecord]] = {}
+        for link in b.links:
+            own.setdefault(link.golden_id, []).append(link)
+        retired = (c.golden_id for c in b.changes if c.kind == "RETIRED")
+        for gid in (*b.relinked, *own, *retired):
+            links_of.pop(gid, None)  # re-inserted last: the relinked order follows the batches
+            links_of[gid] = own.get(gid, [])
+    return GoldBatch(
+        entity,
+        changes=tuple(c for b in batches for c in b.changes),
+        crosswalk=tuple(e for b in batches for e in b.crosswalk),
+        links=tuple(link for links in links_of.values() for link in links),
+        lineage=tuple(e for b in batches for e in b.lineage),
+        relinked=tuple(links_of),
+    )
 
 
 _encoder = msgspec.json.Encoder()

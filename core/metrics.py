@@ -33,6 +33,16 @@ CONSUMER_LAG = Gauge(
     "Messages in a Kafka partition not yet read by the dataflow (high watermark - next offset).",
     ["topic", "partition"],
 )
+STAGE_SECONDS = Histogram(
+    "goldstream_stage_batch_seconds",
+    "Wall time one batch spends in a step of a dataflow. Ingest flow: bronze (raw log commit),"
+    " silver (mapping, MERGE and read-back), silver_read_back (the read-back alone), gold (gold"
+    " Delta tables), golden_publish (golden.<entity> topic, delivery confirmed). Propagation flow,"
+    " per delivery unit: sync_intent (the pushed intents' commit), sync_send (the API calls),"
+    " sync_record (sync_log, pushed and ledger commits).",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 SOURCE_TO_DELTA_SECONDS = Histogram(
     "goldstream_source_commit_to_delta_seconds",
     "Latency from the source database commit to the change being committed to Delta.",

@@ -10,7 +10,9 @@
                                                    minus the echo of our own pushes (flows.propagate.echo)
       -> resolve  (flows.resolve.operator)         keyed by entity type: matching, clustering, golden
                                                    records (entities with matching + survivorship config)
-      -> GoldStage                                 gold Delta tables, then the golden.<entity> topic
+      -> golden_publish                            the golden.<entity> topic (what propagation waits for)
+      -> gold (flows.engine.background)            gold Delta tables on a writer thread per entity,
+                                                   durable before each epoch's snapshot
 
 Every stage is idempotent per Kafka partition (Delta transaction ids + silver's sequence guard), so
 the at-least-once replay after a crash or a rescale changes nothing twice. Stages with side effects
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -39,12 +42,22 @@ from cdc.connectors import ConnectorFile
 from cdc.topics import ensure_topics
 from core.canonical import record_schema
 from core.events import ChangeBatch, Rejected
-from core.golden import Cause, GoldBatch, RecordChange, golden_topic, json_value, record_id, split_record_id
-from core.metrics import EVENTS_IN, EVENTS_OUT, RETRIES, SCHEMA_DRIFT, SKIPPED
+from core.golden import (
+    Cause,
+    GoldBatch,
+    RecordChange,
+    combine_batches,
+    golden_topic,
+    json_value,
+    record_id,
+    split_record_id,
+)
+from core.metrics import EVENTS_IN, EVENTS_OUT, RETRIES, SCHEMA_DRIFT, SKIPPED, STAGE_SECONDS
 from core.retry import retry_transient
 from core.settings import Settings
 from flows.bronze import BronzeWriter, Quarantine, decoded_changes
 from flows.canonical import MappedBatch, MappingSet, compile_mappings, map_batch
+from flows.engine.background import BackgroundWriter, write_in_background
 from flows.engine.sink import WriterSink
 from flows.propagate.echo import EchoFilter
 from flows.resolve.operator import resolve
@@ -225,7 +238,8 @@ class SilverStage:
             )
             EVENTS_OUT.labels(stage="silver").inc(result.rows_applied)
             if mapping.entity in self._resolve:
-                out.extend(self._read_back(mapping.entity, records))
+                with STAGE_SECONDS.labels(stage="silver_read_back").time():
+                    out.extend(self._read_back(mapping.entity, records))
         return out
 
     def _report_drift(self, mapped: MappedBatch) -> None:
@@ -290,8 +304,11 @@ class IngestStage:
 
     def process(self, batch: ChangeBatch) -> list[RecordChange]:
         """Bronze first (the raw log never waits for mapping), then canonical + silver."""
-        tables = self.bronze.write(batch)
+        with STAGE_SECONDS.labels(stage="bronze").time():
+            tables = self.bronze.write(batch)
+        started = time.perf_counter()
         changes = self.silver.apply(batch, tables)
+        STAGE_SECONDS.labels(stage="silver").observe(time.perf_counter() - started)
         if self.echo is None or not changes:
             return changes
         return [c for c in changes if not self._is_echo(c)]
@@ -304,49 +321,61 @@ class IngestStage:
         return self.echo.is_echo(system, key, change.values)
 
 
-class GoldStage:
-    """The end of the ingest flow: gold Delta tables, then the ``golden.<entity>`` topic.
+class GoldenPublish:
+    """Sends each golden batch's changes to ``golden.<entity>`` (delivery confirmed), per worker.
 
-    Delta first: a crash between the two replays the batch, the gold MERGEs (guarded by version)
-    change nothing and the topic gets the changes again -- at least once, deduplicated by consumers
-    on (golden id, version).
+    The topic comes before the gold Delta tables: it is what the propagation flow waits for, while
+    the gold tables are written beside the flow (:class:`GoldApply`). A crash before the tables are
+    written replays the epoch: the resolver, restored from its snapshot, produces the same versions
+    again, the topic gets them a second time (consumers deduplicate on golden id and version) and
+    the gold MERGEs, guarded by version, write them once.
     """
 
-    def __init__(self, delta_root: Path, bootstrap: str | None, topics: dict[str, str] | None = None) -> None:
-        self._root = delta_root
+    def __init__(self, bootstrap: str, topics: dict[str, str] | None = None) -> None:
         self._bootstrap = bootstrap
         self._topics = topics or {}
-        self._writers: dict[str, GoldWriter] = {}
         self._publishers: dict[str, GoldenPublisher] = {}
 
-    def write(self, batch: GoldBatch) -> None:
-        """Apply one entity's golden batch to the gold tables and publish its changes."""
+    def publish(self, batch: GoldBatch) -> GoldBatch:
+        """Publish ``batch.changes``; return the batch for the gold tables."""
+        if not batch.changes:
+            return batch
         entity = batch.entity
-        if entity not in self._writers:
-            self._writers[entity] = GoldWriter(self._root, entity)
-        writer = self._writers[entity]
-        retry_transient(
-            lambda: writer.apply(batch),
-            operation=f"gold apply {entity}",
-            on_retry=lambda _e, _n: RETRIES.labels(operation="gold_apply").inc(),
-        )
-        if self._bootstrap is None or not batch.changes:
-            return
         if entity not in self._publishers:
             self._publishers[entity] = GoldenPublisher(
                 self._bootstrap, entity, topic=self._topics.get(entity)
             )
         publisher = self._publishers[entity]
-        retry_transient(
-            lambda: publisher.publish(batch.changes),
-            operation=f"golden publish {entity}",
-            on_retry=lambda _e, _n: RETRIES.labels(operation="golden_publish").inc(),
-        )
+        with STAGE_SECONDS.labels(stage="golden_publish").time():
+            retry_transient(
+                lambda: publisher.publish(batch.changes),
+                operation=f"golden publish {entity}",
+                on_retry=lambda _e, _n: RETRIES.labels(operation="golden_publish").inc(),
+            )
+        return batch
 
-    def close(self) -> None:
-        """Flush the producers."""
-        for p in self._publishers.values():
-            p.close()
+
+class GoldApply:
+    """Applies golden batches of one entity to the gold Delta tables, several at once.
+
+    Runs on a :class:`~flows.engine.background.BackgroundWriter` thread: batches that queued up
+    while the previous write ran are combined (:func:`core.golden.combine_batches`) into one set of
+    commits, so the gold tables keep up however small the ingest batches are.
+    """
+
+    def __init__(self, delta_root: Path, entity: str) -> None:
+        self.writer = GoldWriter(delta_root, entity)
+        self.entity = entity
+
+    def __call__(self, batches: list[GoldBatch]) -> None:
+        """Write ``batches`` (in order) durably, retrying transient failures."""
+        batch = combine_batches(batches)
+        with STAGE_SECONDS.labels(stage="gold").time():
+            retry_transient(
+                lambda: self.writer.apply(batch),
+                operation=f"gold apply {self.entity}",
+                on_retry=lambda _e, _n: RETRIES.labels(operation="gold_apply").inc(),
+            )
 
 
 class _Discard:
@@ -399,8 +428,15 @@ def build_ingest_flow(
     if publish:
         ensure_topics(bootstrap, list(topics.values()), partitions=settings.kafka.topic_partitions)
     golden = resolve("resolve", changed, config_dir=settings.config_dir)
-    gold_sink = WriterSink(lambda _i, _n: GoldStage(root, bootstrap if publish else None, topics))
-    op.output("gold", golden, gold_sink)
+    if publish:
+        publishers = PerWorker(lambda: GoldenPublish(bootstrap, topics))
+        golden = op.map("golden_publish", golden, lambda b: publishers.get().publish(b))
+
+    def gold_writer(first: GoldBatch) -> BackgroundWriter[GoldBatch]:
+        return BackgroundWriter(GoldApply(root, first.entity), name=f"gold-{first.entity}")
+
+    written = write_in_background("gold", golden, lambda b: b.entity, gold_writer)
+    op.output("done", written, WriterSink(lambda _i, _n: _Discard()))
     return flow
 
 

@@ -66,11 +66,13 @@ import polars as pl
 import psycopg
 import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from cdc.pg import admin_dsn
 from cdc.topics import ensure_topics
 from core.golden import decode_change, record_id
 from core.settings import Settings
+from sinks.delta.bronze import bronze_path
 from sinks.delta.gold import read_crosswalk
 from sinks.delta.silver import read_current, silver_path
 from sinks.delta.sync_log import sync_log_path
@@ -475,6 +477,8 @@ def run(args: argparse.Namespace, settings: Settings, command: str) -> dict[str,
                 all_changes: list[Change] = []
                 visible_at: dict[int, float] = {}
                 observed_at: dict[int, float] = {}
+                ingest_port = yaml.safe_load(config.read_text())["dataflow"]["metrics_port"]
+                before = {**scrape(ingest_port), **scrape(prop_port)}
                 for r in range(args.rounds):
                     rnd.shuffle(targets)
                     sample = {g for g, _c in rnd.sample(targets, min(args.sample, len(targets)))}
@@ -525,6 +529,8 @@ def run(args: argparse.Namespace, settings: Settings, command: str) -> dict[str,
                     observed_at.update(poller.seen)
                 out["rounds"] = rounds
                 assert ingest.alive() and propagate.alive()
+                # mean seconds per batch of each step of both flows during the paced rounds
+                out["steps_paced"] = step_times(before, {**scrape(ingest_port), **scrape(prop_port)})
         # --- stages, from the tables and the golden topic (flows stopped: everything is written) ---
         out["stages"] = stages(settings, delta, topic, all_changes, visible_at, customer_ids)
     finally:
@@ -587,23 +593,79 @@ def stages(
     silver = read_current(silver_path(delta, "customer")).filter(
         (pl.col("source_system") == "shop") & (pl.col("source_key").is_in(list(keys)))
     )
-    to_silver, source_ts = [], []
-    for key, applied, ts in silver.select("source_key", "applied_at", "source_ts").iter_rows():
+    # Kafka: the Connect producer's record timestamp of the change silver holds, from bronze
+    bronze = (
+        pl.read_delta(
+            str(bronze_path(delta, "shop", "public", "customers")),
+            columns=["partition", "offset", "kafka_ts"],
+        )
+        if (bronze_path(delta, "shop", "public", "customers") / "_delta_log").exists()
+        else None
+    )
+    kafka_ts = {(p, o): ts for p, o, ts in bronze.iter_rows() if ts is not None} if bronze is not None else {}
+    to_silver, source_ts, to_kafka = [], [], []
+    for key, applied, ts, part, off in silver.select(
+        "source_key", "applied_at", "source_ts", "partition", "offset"
+    ).iter_rows():
         mine = last.get(key)
         if mine is None:
             continue
         to_silver.append(applied.timestamp() - mine.committed)
         if ts is not None:
             source_ts.append(ts.timestamp() - mine.committed)
+        if (part, off) in kafka_ts:
+            to_kafka.append(kafka_ts[(part, off)].timestamp() - mine.committed)
     return {
         "source_ts": summary(source_ts),
+        "kafka": summary(to_kafka),
         "silver": summary(to_silver),
         "golden": summary(golden),
         "ack": summary(ack),
         "visible": summary(visible),
         "note": "seconds from the source commit returning to the client; source_ts is Debezium's "
-        "source.ts_ms (the commit in the database's clock, ms); silver: last round only",
+        "source.ts_ms (the commit in the database's clock, ms); kafka: the record's timestamp as Kafka"
+        " Connect produced it (read from bronze); kafka and silver: last round only",
     }
+
+
+#: Histograms of the flows' own steps (name -> the label that tells the steps apart).
+STEP_HISTOGRAMS = {
+    "goldstream_stage_batch_seconds": "stage",
+    "goldstream_resolve_batch_seconds": "entity",
+    "goldstream_delta_commit_seconds": "layer",
+    "goldstream_sync_latency_seconds": "target",
+}
+
+
+def scrape(metrics_port: int) -> dict[str, tuple[float, float]]:
+    """(sum, count) of every step histogram a flow's metrics endpoint shows."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    out: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        label = STEP_HISTOGRAMS.get(family.name)
+        if label is None:
+            continue
+        for sample in family.samples:
+            name = f"{family.name.removeprefix('goldstream_')}.{sample.labels.get(label, '')}"
+            total, count = out.get(name, (0.0, 0.0))
+            if sample.name.endswith("_sum"):
+                out[name] = (sample.value, count)
+            elif sample.name.endswith("_count"):
+                out[name] = (total, sample.value)
+    return out
+
+
+def step_times(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, float]]:
+    """Batches and mean seconds per batch of each step between two scrapes (the paced rounds)."""
+    out = {}
+    for name, (total, count) in sorted(after.items()):
+        total0, count0 = before.get(name, (0.0, 0.0))
+        if count > count0:
+            mean = (total - total0) / (count - count0)
+            out[name] = {"batches": int(count - count0), "mean_s": round(mean, 4)}
+    return out
 
 
 def cleanup(settings: Settings, customer_ids: list[int], gids: list[str]) -> None:

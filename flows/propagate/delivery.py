@@ -37,7 +37,7 @@ import msgspec
 from core.errors import InvalidInputError, TerminalError
 from core.events import RawBatch, Rejected
 from core.golden import GoldenChange, decode_change
-from core.metrics import RETRIES, SYNC_LATENCY_SECONDS, SYNC_OPERATIONS
+from core.metrics import RETRIES, STAGE_SECONDS, SYNC_LATENCY_SECONDS, SYNC_OPERATIONS
 from core.retry import retry_transient
 from flows.propagate.config import TargetConfig
 from flows.propagate.mapping import ReadBack
@@ -214,14 +214,17 @@ class TargetSync:
             self._pushed_row(o, "intent", now, fingerprints.get(id(o))) for o in ops if self._writes(o)
         ]
         if stream is not None and intents:
-            self._append("pushed", intents, stream=f"intent:{stream}", version=version)
+            with STAGE_SECONDS.labels(stage="sync_intent").time():
+                self._append("pushed", intents, stream=f"intent:{stream}", version=version)
         pending = list(ops)
-        while pending:
-            pending = self._send(pending, result, fingerprints)
-            if pending:
-                self._wait_for_target()
+        with STAGE_SECONDS.labels(stage="sync_send").time():
+            while pending:
+                pending = self._send(pending, result, fingerprints)
+                if pending:
+                    self._wait_for_target()
         if stream is not None:
-            self._record(result, stream=stream, version=version)
+            with STAGE_SECONDS.labels(stage="sync_record").time():
+                self._record(result, stream=stream, version=version)
         return result
 
     def _writes(self, o: PlannedOp) -> bool:

@@ -560,7 +560,9 @@ class GoldWriter:
 
         hist = run(self.history, lambda tb: self._merge_history(tb, _distinct_versions(batch.changes)))
         xwalk_in = _latest_crosswalk(batch.crosswalk)
-        xwalk = run(self.crosswalk, lambda tb: self._merge_crosswalk(tb, xwalk_in))
+        # a record that joined and was deleted within the batch still names the id it had
+        traced = {e.record_id: e.golden_id for e in batch.crosswalk if e.golden_id is not None}
+        xwalk = run(self.crosswalk, lambda tb: self._merge_crosswalk(tb, xwalk_in, traced))
         links = run(self.links, lambda tb: self._merge_links(tb, batch, latest, fresh))
         lineage = run(self.lineage, lambda tb: self._merge_lineage(tb, batch.lineage))
         golden = run(self.golden, lambda tb: self._merge_golden(tb, latest))
@@ -824,7 +826,7 @@ class GoldWriter:
         )
 
     def _merge_crosswalk(
-        self, handle: DeltaTable, entries: Sequence[CrosswalkEntry]
+        self, handle: DeltaTable, entries: Sequence[CrosswalkEntry], traced: Mapping[str, str]
     ) -> dict[str, Any] | None:
         if not entries:
             return None
@@ -841,7 +843,7 @@ class GoldWriter:
                     "source_system": system,
                     "source_table": table,
                     "source_key": key,
-                    "golden_id": e.golden_id,
+                    "golden_id": e.golden_id if e.golden_id is not None else traced.get(e.record_id),
                     "score": e.score,
                     "since": _ts(e.since_us),
                     "deleted": e.golden_id is None,

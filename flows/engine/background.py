@@ -1,0 +1,139 @@
+"""Writes that run beside the dataflow, made durable before each Bytewax epoch closes.
+
+Why: a sink whose Delta commits take a second holds its worker for that second, so every batch
+behind it waits; latency then grows with the slowest table of the pipeline. Here the worker only
+queues the item and carries on; a thread per writer applies what has queued up, several items at
+once (one set of commits for all of them, which also lets it keep up under load).
+
+Why it stays exactly-once: the step is a ``stateful_batch`` operator, and Bytewax calls ``snapshot``
+on it at the end of every epoch (with or without recovery) before that epoch's progress is
+recorded. ``snapshot`` waits until the thread has applied everything queued, and raises if a write
+failed, so a recovery snapshot never covers an item that is not durable: after a crash the epoch is
+replayed and the (idempotent) writer sees those items again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import StatefulBatchLogic
+
+log = logging.getLogger(__name__)
+
+X = TypeVar("X")
+
+_STOP = object()
+
+
+class BackgroundWriter(Generic[X]):
+    """Applies submitted items in order on its own thread, coalescing what queued up.
+
+    ``apply`` gets every item that waited (in submission order) and must be idempotent and either
+    succeed or raise: it runs its own retries. After a failure every later :meth:`submit` and
+    :meth:`flush` raises the error, so the dataflow stops instead of skipping data.
+    """
+
+    def __init__(self, apply: Callable[[list[X]], None], *, name: str, max_pending: int = 256) -> None:
+        self._apply = apply
+        # Bounded: a writer that falls behind slows the worker down instead of growing memory.
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_pending)
+        self._idle = threading.Condition()
+        self._outstanding = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"writer-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: X) -> None:
+        """Queue ``item`` (blocks while ``max_pending`` items wait)."""
+        self.raise_if_failed()
+        with self._idle:
+            self._outstanding += 1
+        self._queue.put(item)
+
+    def flush(self) -> None:
+        """Wait until everything submitted is applied; raise if a write failed."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._outstanding == 0 or self._error is not None)
+        self.raise_if_failed()
+
+    def raise_if_failed(self) -> None:
+        """Raise the writer thread's error, if it had one."""
+        if self._error is not None:
+            raise RuntimeError(f"background write failed: {self._error}") from self._error
+
+    def close(self) -> None:
+        """Apply what is queued, then stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            items: list[X] = [first]  # type: ignore[list-item]
+            stop = False
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                items.append(more)  # type: ignore[arg-type]
+            try:
+                if self._error is None:
+                    self._apply(items)
+            except BaseException as exc:  # surfaced to the worker by submit / flush
+                log.exception("background write failed")
+                self._error = exc
+            with self._idle:
+                self._outstanding -= len(items)
+                self._idle.notify_all()
+            if stop:
+                return
+
+
+class _FlushAtSnapshot(StatefulBatchLogic[X, None, None]):
+    def __init__(self, make: Callable[[X], BackgroundWriter[X]]) -> None:
+        self._make = make
+        self._writer: BackgroundWriter[X] | None = None
+
+    def on_batch(self, values: list[X]) -> tuple[Iterable[None], bool]:
+        for v in values:
+            if self._writer is None:
+                # built on the first item: Bytewax does not tell a logic builder its key
+                self._writer = self._make(v)
+            self._writer.submit(v)
+        return [], StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[None], bool]:
+        if self._writer is not None:
+            self._writer.flush()
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> None:
+        # The epoch's progress is recorded only after this returns: nothing undurable is covered.
+        if self._writer is not None:
+            self._writer.flush()
+        return None
+
+
+@operator
+def write_in_background(
+    step_id: str,
+    up: Stream[X],
+    key: Callable[[X], str],
+    make: Callable[[X], BackgroundWriter[X]],
+) -> Stream[tuple[str, None]]:
+    """Apply ``up``'s items with one :class:`BackgroundWriter` per ``key`` (built by ``make`` from the
+    key's first item), durable before each epoch closes. The returned stream carries nothing."""
+    keyed = op.key_on("key", up, key)
+    return op.stateful_batch("write", keyed, lambda _resume: _FlushAtSnapshot(make))
