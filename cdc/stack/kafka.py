@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from cdc.stack import proc
@@ -88,9 +89,16 @@ def running_pid(paths: StackPaths) -> int | None:
     return proc.running_pid(paths.broker_pidfile, markers(paths))
 
 
-def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes as unpadded URL-safe base64 (like ``StorageTool random-uuid``)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A Kafka cluster id: 16 random bytes as unpadded URL-safe base64 (like ``StorageTool random-uuid``).
+
+    Never one starting with ``-`` (1 in 64 would): the storage tool would read it as an option and
+    refuse to format (Kafka's own ``Uuid.randomUuid`` skips those for the same reason).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def write_properties(settings: Settings, paths: StackPaths) -> bool:

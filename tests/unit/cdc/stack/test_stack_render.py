@@ -146,6 +146,12 @@ def test_cluster_id_shape() -> None:
     assert len(cid) == 22 and "=" not in cid and "+" not in cid and "/" not in cid
 
 
+def test_cluster_id_never_starts_with_a_dash() -> None:
+    # b"\xfb..." encodes to "-..." in URL-safe base64: the storage tool would take it for an option
+    draws = iter([b"\xfb" + bytes(15), b"\x00" + bytes(15)])
+    assert kafka.new_cluster_id(lambda: next(draws)) == "A" * 22
+
+
 def test_socket_path_limit(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 120)
     with pytest.raises(ConfigError, match="107 bytes"):
