@@ -11,8 +11,8 @@
       -> resolve  (flows.resolve.operator)         keyed by entity type: matching, clustering, golden
                                                    records (entities with matching + survivorship config)
       -> golden_publish                            the golden.<entity> topic (what propagation waits for)
-      -> gold (flows.engine.background)            gold Delta tables on a writer thread per entity,
-                                                   durable before each epoch's snapshot
+      -> gold (flows.engine.background)            gold Delta tables on a writer thread per entity;
+                                                   what is not yet written is in the recovery snapshot
 
 Every stage is idempotent per Kafka partition (Delta transaction ids + silver's sequence guard), so
 the at-least-once replay after a crash or a rescale changes nothing twice. Stages with side effects
@@ -325,10 +325,10 @@ class GoldenPublish:
     """Sends each golden batch's changes to ``golden.<entity>`` (delivery confirmed), per worker.
 
     The topic comes before the gold Delta tables: it is what the propagation flow waits for, while
-    the gold tables are written beside the flow (:class:`GoldApply`). A crash before the tables are
-    written replays the epoch: the resolver, restored from its snapshot, produces the same versions
-    again, the topic gets them a second time (consumers deduplicate on golden id and version) and
-    the gold MERGEs, guarded by version, write them once.
+    the gold tables are written beside the flow (:class:`GoldApply`). A crash replays the epochs
+    after the last snapshot: the resolver, restored from it, produces the same versions again, the
+    topic gets them a second time (consumers deduplicate on golden id and version), and the gold
+    MERGEs, guarded by version, write them once (with the batches the snapshot held unwritten).
     """
 
     def __init__(self, bootstrap: str, topics: dict[str, str] | None = None) -> None:

@@ -1,15 +1,16 @@
-"""Writes that run beside the dataflow, made durable before each Bytewax epoch closes.
+"""Writes that run beside the dataflow, with exactly-once kept by Bytewax's recovery snapshots.
 
 Why: a sink whose Delta commits take a second holds its worker for that second, so every batch
 behind it waits; latency then grows with the slowest table of the pipeline. Here the worker only
 queues the item and carries on; a thread per writer applies what has queued up, several items at
 once (one set of commits for all of them, which also lets it keep up under load).
 
-Why it stays exactly-once: the step is a ``stateful_batch`` operator, and Bytewax calls ``snapshot``
-on it at the end of every epoch (with or without recovery) before that epoch's progress is
-recorded. ``snapshot`` waits until the thread has applied everything queued, and raises if a write
-failed, so a recovery snapshot never covers an item that is not durable: after a crash the epoch is
-replayed and the (idempotent) writer sees those items again.
+Why nothing is lost: the step is a ``stateful_batch`` operator, and Bytewax calls ``snapshot`` on it
+at the end of every epoch. The snapshot is the list of items submitted but not yet written (the one
+being written included). After a crash the step resumes from it and writes those items again, and
+the epochs after it are replayed from the source, so every item is written at least once; the
+writer must be idempotent (the gold writer is: its MERGEs are guarded by version). Waiting for the
+writes at the snapshot instead would stall the worker for a whole write at every epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -35,16 +37,17 @@ class BackgroundWriter(Generic[X]):
     """Applies submitted items in order on its own thread, coalescing what queued up.
 
     ``apply`` gets every item that waited (in submission order) and must be idempotent and either
-    succeed or raise: it runs its own retries. After a failure every later :meth:`submit` and
-    :meth:`flush` raises the error, so the dataflow stops instead of skipping data.
+    succeed or raise: it runs its own retries. After a failure every later :meth:`submit`,
+    :meth:`pending` and :meth:`flush` raises the error, so the dataflow stops instead of skipping
+    data.
     """
 
     def __init__(self, apply: Callable[[list[X]], None], *, name: str, max_pending: int = 256) -> None:
         self._apply = apply
         # Bounded: a writer that falls behind slows the worker down instead of growing memory.
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_pending)
-        self._idle = threading.Condition()
-        self._outstanding = 0
+        self._lock = threading.Condition()
+        self._unwritten: deque[X] = deque()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"writer-{name}", daemon=True)
         self._thread.start()
@@ -52,14 +55,20 @@ class BackgroundWriter(Generic[X]):
     def submit(self, item: X) -> None:
         """Queue ``item`` (blocks while ``max_pending`` items wait)."""
         self.raise_if_failed()
-        with self._idle:
-            self._outstanding += 1
+        with self._lock:
+            self._unwritten.append(item)
         self._queue.put(item)
 
+    def pending(self) -> list[X]:
+        """The items submitted and not yet written, oldest first (a copy)."""
+        self.raise_if_failed()
+        with self._lock:
+            return list(self._unwritten)
+
     def flush(self) -> None:
-        """Wait until everything submitted is applied; raise if a write failed."""
-        with self._idle:
-            self._idle.wait_for(lambda: self._outstanding == 0 or self._error is not None)
+        """Wait until everything submitted is written; raise if a write failed."""
+        with self._lock:
+            self._lock.wait_for(lambda: not self._unwritten or self._error is not None)
         self.raise_if_failed()
 
     def raise_if_failed(self) -> None:
@@ -68,7 +77,7 @@ class BackgroundWriter(Generic[X]):
             raise RuntimeError(f"background write failed: {self._error}") from self._error
 
     def close(self) -> None:
-        """Apply what is queued, then stop the thread."""
+        """Write what is queued, then stop the thread."""
         self._queue.put(_STOP)
         self._thread.join()
 
@@ -91,27 +100,35 @@ class BackgroundWriter(Generic[X]):
             try:
                 if self._error is None:
                     self._apply(items)
-            except BaseException as exc:  # surfaced to the worker by submit / flush
+            except BaseException as exc:  # surfaced to the worker by submit / pending / flush
                 log.exception("background write failed")
                 self._error = exc
-            with self._idle:
-                self._outstanding -= len(items)
-                self._idle.notify_all()
+            with self._lock:
+                if self._error is None:
+                    for _ in items:
+                        self._unwritten.popleft()
+                self._lock.notify_all()
             if stop:
                 return
 
 
-class _FlushAtSnapshot(StatefulBatchLogic[X, None, None]):
-    def __init__(self, make: Callable[[X], BackgroundWriter[X]]) -> None:
+class _WriteBehind(StatefulBatchLogic[X, None, list[X]]):
+    def __init__(self, make: Callable[[X], BackgroundWriter[X]], resume: list[X] | None) -> None:
         self._make = make
         self._writer: BackgroundWriter[X] | None = None
+        for item in resume or ():
+            # written before the crash or not: the writer is idempotent, so write them again
+            self._submit(item)
+
+    def _submit(self, item: X) -> None:
+        if self._writer is None:
+            # built on the first item: Bytewax does not tell a logic builder its key
+            self._writer = self._make(item)
+        self._writer.submit(item)
 
     def on_batch(self, values: list[X]) -> tuple[Iterable[None], bool]:
         for v in values:
-            if self._writer is None:
-                # built on the first item: Bytewax does not tell a logic builder its key
-                self._writer = self._make(v)
-            self._writer.submit(v)
+            self._submit(v)
         return [], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[None], bool]:
@@ -119,11 +136,9 @@ class _FlushAtSnapshot(StatefulBatchLogic[X, None, None]):
             self._writer.flush()
         return [], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> None:
-        # The epoch's progress is recorded only after this returns: nothing undurable is covered.
-        if self._writer is not None:
-            self._writer.flush()
-        return None
+    def snapshot(self) -> list[X]:
+        # What a restart must write again; a fresh list, so later submits do not change it.
+        return self._writer.pending() if self._writer is not None else []
 
 
 @operator
@@ -134,6 +149,7 @@ def write_in_background(
     make: Callable[[X], BackgroundWriter[X]],
 ) -> Stream[tuple[str, None]]:
     """Apply ``up``'s items with one :class:`BackgroundWriter` per ``key`` (built by ``make`` from the
-    key's first item), durable before each epoch closes. The returned stream carries nothing."""
+    key's first item); unwritten items are kept in the recovery snapshots. The returned stream
+    carries nothing."""
     keyed = op.key_on("key", up, key)
-    return op.stateful_batch("write", keyed, lambda _resume: _FlushAtSnapshot(make))
+    return op.stateful_batch("write", keyed, lambda resume: _WriteBehind(make, resume))

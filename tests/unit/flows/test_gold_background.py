@@ -17,7 +17,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from core.golden import GoldBatch, combine_batches
-from flows.engine.background import BackgroundWriter, _FlushAtSnapshot, write_in_background
+from flows.engine.background import BackgroundWriter, _WriteBehind, write_in_background
 from flows.ingest import GoldApply
 from sinks.delta.gold import read_crosswalk, read_golden, read_history, read_lineage, read_links
 from tests.unit.flows.resolve.test_golden import (
@@ -170,20 +170,29 @@ def test_dataflow_step_writes_every_item_by_the_end_of_each_epoch() -> None:
     assert captured == []
 
 
-def test_snapshot_returns_only_after_every_queued_item_is_written() -> None:
+def test_snapshot_is_what_is_not_written_yet_and_a_resume_writes_it_again() -> None:
     done: list[int] = []
+    gate = threading.Event()
 
     def make(_first: int) -> BackgroundWriter[int]:
         def apply(items: list[int]) -> None:
-            time.sleep(0.05)
+            gate.wait(5)
             done.extend(items)
 
         return BackgroundWriter(apply, name="t")
 
-    logic = _FlushAtSnapshot(make)
+    logic = _WriteBehind(make, None)
     out, discard = logic.on_batch([1, 2])
-    assert list(out) == [] and discard is False
-    assert done != [1, 2, 3]  # queued, not yet written: the worker did not wait
+    assert list(out) == [] and discard is False  # the worker did not wait for the write
     logic.on_batch([3])
-    assert logic.snapshot() is None
-    assert done == [1, 2, 3]
+    snap = logic.snapshot()
+    assert snap == [1, 2, 3] and done == []
+    gate.set()
+    logic.on_eof()
+    assert done == [1, 2, 3] and logic.snapshot() == [] and snap == [1, 2, 3]
+
+    # a crash after that snapshot: the step resumes from it and writes those items again
+    again = _WriteBehind(make, snap)
+    again.on_batch([4])
+    again.on_eof()
+    assert done == [1, 2, 3, 1, 2, 3, 4]
