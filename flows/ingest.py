@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -306,9 +305,8 @@ class IngestStage:
         """Bronze first (the raw log never waits for mapping), then canonical + silver."""
         with STAGE_SECONDS.labels(stage="bronze").time():
             tables = self.bronze.write(batch)
-        started = time.perf_counter()
-        changes = self.silver.apply(batch, tables)
-        STAGE_SECONDS.labels(stage="silver").observe(time.perf_counter() - started)
+        with STAGE_SECONDS.labels(stage="silver").time():
+            changes = self.silver.apply(batch, tables)
         if self.echo is None or not changes:
             return changes
         return [c for c in changes if not self._is_echo(c)]

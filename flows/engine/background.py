@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 X = TypeVar("X")
 
-_STOP = object()
-
 
 class BackgroundWriter(Generic[X]):
     """Applies submitted items in order on its own thread, coalescing what queued up.
@@ -45,7 +43,8 @@ class BackgroundWriter(Generic[X]):
     def __init__(self, apply: Callable[[list[X]], None], *, name: str, max_pending: int = 256) -> None:
         self._apply = apply
         # Bounded: a writer that falls behind slows the worker down instead of growing memory.
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_pending)
+        # The thread is a daemon: what it has not written at exit is in the last snapshot.
+        self._queue: queue.Queue[X] = queue.Queue(maxsize=max_pending)
         self._lock = threading.Condition()
         self._unwritten: deque[X] = deque()
         self._error: BaseException | None = None
@@ -76,27 +75,14 @@ class BackgroundWriter(Generic[X]):
         if self._error is not None:
             raise RuntimeError(f"background write failed: {self._error}") from self._error
 
-    def close(self) -> None:
-        """Write what is queued, then stop the thread."""
-        self._queue.put(_STOP)
-        self._thread.join()
-
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            items: list[X] = [first]  # type: ignore[list-item]
-            stop = False
+            items: list[X] = [self._queue.get()]
             while True:
                 try:
-                    more = self._queue.get_nowait()
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if more is _STOP:
-                    stop = True
-                    break
-                items.append(more)  # type: ignore[arg-type]
             try:
                 if self._error is None:
                     self._apply(items)
@@ -108,8 +94,6 @@ class BackgroundWriter(Generic[X]):
                     for _ in items:
                         self._unwritten.popleft()
                 self._lock.notify_all()
-            if stop:
-                return
 
 
 class _WriteBehind(StatefulBatchLogic[X, None, list[X]]):

@@ -113,7 +113,6 @@ def test_writer_applies_in_order_and_combines_what_queued_up() -> None:
     w.flush()
     assert [i for items in seen for i in items] == [0, 1, 2, 3, 4]
     assert len(seen) < 5  # the first write held the thread: the rest went in together
-    w.close()
 
 
 def test_a_failed_write_stops_the_writer_and_surfaces_at_flush_and_submit() -> None:
