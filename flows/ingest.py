@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -174,6 +174,30 @@ def record_changes(entity: str, rows: pl.DataFrame, cause_of: dict[str, Cause]) 
     return out
 
 
+BronzeTables = dict[tuple[str, str, str], pa.Table]
+"""A batch's bronze rows per source table ``(system, schema, table)``."""
+
+
+def concat_alike(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """``frames`` with each run of frames of one schema concatenated (order kept).
+
+    Frames of different schemas (a column added by drift between two batches) stay apart: filling
+    a missing column with nulls would overwrite stored values the change never carried.
+    """
+    out: list[pl.DataFrame] = []
+    for frame in frames:
+        if out and out[-1].schema == frame.schema:
+            out[-1] = pl.concat([out[-1], frame], how="vertical")
+        else:
+            out.append(frame)
+    return out
+
+
+def nonempty(changes: list[RecordChange]) -> list[list[RecordChange]]:
+    """One downstream item holding ``changes``, or none when nothing changed."""
+    return [changes] if changes else []
+
+
 class SilverStage:
     """Maps bronze rows to canonical records, applies them to silver, reports what changed.
 
@@ -203,43 +227,71 @@ class SilverStage:
 
     def apply(self, batch: ChangeBatch, tables: dict[tuple[str, str, str], pa.Table]) -> list[RecordChange]:
         """Map and apply one decoded batch's bronze rows; return the changed records to resolve."""
+        return self.apply_many([(batch, tables)])
+
+    def apply_many(self, written: Sequence[tuple[ChangeBatch, BronzeTables]]) -> list[RecordChange]:
+        """Map the bronze rows of several decoded batches, then apply them to silver together.
+
+        Each batch's rejects are quarantined with that batch's position. The records of one source
+        table from all the batches (the partitions of its topic read in one activation) go to silver
+        in one MERGE: with keys spread over the table a MERGE rewrites most of its files whatever
+        its size, so one MERGE per partition batch multiplied that cost on the critical path.
+        (Different partitions never hold the same key, and the MERGE orders by sequence anyway.)
+        """
+        pending: dict[tuple[str, str, str], list[pl.DataFrame]] = {}
+        entity_of: dict[tuple[str, str, str], str] = {}
+        for batch, tables in written:
+            for ident, data in tables.items():
+                mapped = self._map(batch, ident, data)
+                if mapped is not None:
+                    entity_of[ident], records = mapped
+                    pending.setdefault(ident, []).append(records)
         out: list[RecordChange] = []
-        for ident, data in tables.items():
-            mapping = self._mappings.for_table(*ident)
-            if mapping is None:
-                SKIPPED.labels(reason="unmapped_table").inc(data.num_rows)
-                if ident not in self._unmapped_logged:
-                    self._unmapped_logged.add(ident)
-                    log.info("%s.%s.%s has no mapping: bronze only", *ident)
-                continue
-            bronze = pl.from_arrow(data)
-            assert isinstance(bronze, pl.DataFrame)
-            EVENTS_IN.labels(stage="canonical").inc(bronze.height)
-            mapped = map_batch(mapping, bronze)
-            self._report_drift(mapped)
-            self._quarantine_mapping(batch, mapped, bronze)
-            records, bad = split_invalid(mapped.records)
-            if bad.height:
-                self._quarantine.send(
-                    invalid_rejects(bad, bronze),
-                    topic=batch.topic,
-                    partition=batch.partition,
-                    version=batch.last_offset,
-                )
-            EVENTS_OUT.labels(stage="canonical").inc(records.height)
-            if records.height == 0:
-                continue
-            writer = self._writer(mapping.entity)
-            result = retry_transient(
-                lambda w=writer, r=records: w.apply(r),  # type: ignore[misc]
-                operation=f"silver apply {mapping.entity}",
-                on_retry=lambda _e, _n: RETRIES.labels(operation="silver_apply").inc(),
-            )
-            EVENTS_OUT.labels(stage="silver").inc(result.rows_applied)
-            if mapping.entity in self._resolve:
-                with STAGE_SECONDS.labels(stage="silver_read_back").time():
-                    out.extend(self._read_back(mapping.entity, records))
+        for ident, frames in pending.items():
+            for records in concat_alike(frames):
+                out.extend(self._commit(entity_of[ident], records))
         return out
+
+    def _map(
+        self, batch: ChangeBatch, ident: tuple[str, str, str], data: pa.Table
+    ) -> tuple[str, pl.DataFrame] | None:
+        """``(entity, valid canonical records)`` of a source table's bronze rows; None: nothing to apply."""
+        mapping = self._mappings.for_table(*ident)
+        if mapping is None:
+            SKIPPED.labels(reason="unmapped_table").inc(data.num_rows)
+            if ident not in self._unmapped_logged:
+                self._unmapped_logged.add(ident)
+                log.info("%s.%s.%s has no mapping: bronze only", *ident)
+            return None
+        bronze = pl.from_arrow(data)
+        assert isinstance(bronze, pl.DataFrame)
+        EVENTS_IN.labels(stage="canonical").inc(bronze.height)
+        mapped = map_batch(mapping, bronze)
+        self._report_drift(mapped)
+        self._quarantine_mapping(batch, mapped, bronze)
+        records, bad = split_invalid(mapped.records)
+        if bad.height:
+            self._quarantine.send(
+                invalid_rejects(bad, bronze),
+                topic=batch.topic,
+                partition=batch.partition,
+                version=batch.last_offset,
+            )
+        EVENTS_OUT.labels(stage="canonical").inc(records.height)
+        return (mapping.entity, records) if records.height else None
+
+    def _commit(self, entity: str, records: pl.DataFrame) -> list[RecordChange]:
+        writer = self._writer(entity)
+        result = retry_transient(
+            lambda: writer.apply(records),
+            operation=f"silver apply {entity}",
+            on_retry=lambda _e, _n: RETRIES.labels(operation="silver_apply").inc(),
+        )
+        EVENTS_OUT.labels(stage="silver").inc(result.rows_applied)
+        if entity not in self._resolve:
+            return []
+        with STAGE_SECONDS.labels(stage="silver_read_back").time():
+            return self._read_back(entity, records)
 
     def _report_drift(self, mapped: MappedBatch) -> None:
         for f in mapped.drift:
@@ -303,10 +355,17 @@ class IngestStage:
 
     def process(self, batch: ChangeBatch) -> list[RecordChange]:
         """Bronze first (the raw log never waits for mapping), then canonical + silver."""
-        with STAGE_SECONDS.labels(stage="bronze").time():
-            tables = self.bronze.write(batch)
+        return self.process_many([batch])
+
+    def process_many(self, batches: Sequence[ChangeBatch]) -> list[RecordChange]:
+        """:meth:`process` for the batches of one activation: bronze per batch (each commit carries
+        its partition's offset), then silver once per source table for all of them."""
+        written: list[tuple[ChangeBatch, BronzeTables]] = []
+        for batch in batches:
+            with STAGE_SECONDS.labels(stage="bronze").time():
+                written.append((batch, self.bronze.write(batch)))
         with STAGE_SECONDS.labels(stage="silver").time():
-            changes = self.silver.apply(batch, tables)
+            changes = self.silver.apply_many(written)
         if self.echo is None or not changes:
             return changes
         return [c for c in changes if not self._is_echo(c)]
@@ -417,7 +476,8 @@ def build_ingest_flow(
         )
 
     stages = PerWorker(make_stage)
-    changed = op.map("bronze_silver", decoded, lambda b: stages.get().process(b))
+    # flat_map_batch: the batches of all partitions read in one activation share their silver MERGEs
+    changed = op.flat_map_batch("bronze_silver", decoded, lambda bs: nonempty(stages.get().process_many(bs)))
     if not entities:
         op.output("done", changed, WriterSink(lambda _i, _n: _Discard()))
         return flow

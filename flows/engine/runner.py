@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -58,16 +59,44 @@ def ensure_recovery_dir(path: Path, partitions: int) -> Path:
     return path
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux default if unreadable)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` currently free loopback TCP ports for the cluster's internal addresses."""
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
+    """``count`` currently free loopback TCP ports for the cluster's internal addresses.
+
+    The ports come from outside the kernel's ephemeral range: between this check and the moment
+    process 0 binds its port (seconds of imports later), an outgoing connection of any process (a
+    Kafka or Postgres client) may be given an ephemeral port as its local port, and the cluster
+    would then never form (the other processes retry "connecting to worker 0" forever).
+    """
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(20000, 65535) if not low <= p <= high]
+    rng = random.Random()
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            port = rng.choice(candidates)
+            if port in ports:
+                continue
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+            ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
     return ports
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import polars as pl
 import yaml
 
 from core.settings import Settings
+from flows.engine.runner import free_ports
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -40,10 +40,8 @@ def wait_for(what: str, fn: Callable[[], T | None], *, timeout: float = 90.0, ev
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free loopback port outside the ephemeral range (see ``flows.engine.runner.free_ports``)."""
+    return free_ports(1)[0]
 
 
 def isolated_config(tmp: Path, settings: Settings, **dataflow: object) -> Path:

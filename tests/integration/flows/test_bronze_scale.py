@@ -16,6 +16,12 @@ from tests.integration.flows.test_bronze_crash import bronze_rows, kafka_change_
 from tests.integration.helpers import FlowProcess, isolated_config, wait_for
 
 
+def landed(flow: FlowProcess, delta: Path, expected: int) -> bool | None:
+    """True once ``expected`` rows are in bronze; fails at once (with the log) if the cluster died."""
+    assert flow.alive(), f"the flow exited with {flow.proc.poll() if flow.proc else None}:\n{flow.tail()}"
+    return True if bronze_rows(delta).height >= expected else None
+
+
 def run_until_caught_up(
     config: Path, log: Path, processes: int, stack: Settings, topics: list[str], delta: Path
 ):  # type: ignore[no-untyped-def]
@@ -24,7 +30,7 @@ def run_until_caught_up(
     with FlowProcess(config, *args, log=log, module="flows.cli") as flow:
         wait_for(
             f"{processes}-process flow to land {len(expected)} messages",
-            lambda: True if bronze_rows(delta).height >= len(expected) else None,
+            lambda: landed(flow, delta, len(expected)),
             timeout=180,
             every=1,
         )

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 from cdc.envelope import decode_batch, raw_batch
 from core.errors import TerminalError
 from flows.bronze import BronzeWriter, Quarantine
 from flows.canonical import compile_mappings
-from flows.ingest import IngestStage, SilverStage, resolvable_entities
+from flows.ingest import IngestStage, SilverStage, concat_alike, resolvable_entities
 from sinks.delta.bronze import bronze_path
 from sinks.delta.quarantine import quarantine_path
 from sinks.delta.silver import read_current, silver_path
@@ -197,3 +198,53 @@ def test_echo_of_our_push_is_kept_in_silver_but_not_resolved(tmp_path: Path) -> 
     assert sorted(read_current(silver_path(tmp_path, "customer"))["source_key"].to_list()) == ["1", "2"]
     assert [c.record_id for c in changes] == ["crm:public.contacts:1", "crm:public.contacts:3"]
     assert sorted(echo.asked) == [("crm", "1"), ("crm", "2")]  # deletes are never echoes
+
+
+def test_partition_batches_of_one_activation_share_one_silver_commit(tmp_path: Path) -> None:
+    s = stage(tmp_path)
+    s.process(decode_batch(raw_batch(TOPIC, 0, [message(0, "c", 1, 100)])))
+    path = silver_path(tmp_path, "customer")
+    before = DeltaTable(str(path)).version()
+    p0 = decode_batch(raw_batch(TOPIC, 0, [message(1, "u", 1, 130, title="CEO"), message(2, "c", 3, 131)]))
+    p1 = decode_batch(raw_batch(TOPIC, 1, [message(0, "c", 2, 120), message(1, "u", 2, 140, status="Maybe")]))
+    changes = s.process_many([p0, p1])
+    assert DeltaTable(str(path)).version() == before + 1  # one MERGE for both partitions
+    silver = read_current(path).sort("source_key")
+    assert silver["source_key"].to_list() == ["1", "2", "3"]
+    assert silver["job_title"].to_list()[0] == "CEO"
+    assert {c.record_id for c in changes} == {f"crm:public.contacts:{k}" for k in (1, 2, 3)}
+    # each batch's bronze commit and quarantined record keep their own partition and offset
+    q = pl.read_delta(str(quarantine_path(tmp_path)))
+    assert (q["partition"].to_list(), q["offset"].to_list()) == ([1], [1])
+    bronze = pl.read_delta(str(bronze_path(tmp_path, "crm", "public", "contacts")))
+    assert sorted(zip(bronze["partition"], bronze["offset"], strict=True)) == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 0),
+        (1, 1),
+    ]
+
+
+def test_same_state_whether_partition_batches_are_combined_or_not(tmp_path: Path) -> None:
+    batches = [
+        [message(0, "c", 1, 100), message(1, "u", 1, 150, title="CEO"), message(2, "d", 4, 160)],
+        [message(0, "c", 2, 110), message(1, "u", 2, 170, first_name="ada"), message(2, "c", 4, 105)],
+    ]
+    one, two = tmp_path / "one", tmp_path / "two"
+    stage(one).process_many([decode_batch(raw_batch(TOPIC, p, m)) for p, m in enumerate(batches)])
+    s = stage(two)
+    for p, m in enumerate(batches):
+        s.process(decode_batch(raw_batch(TOPIC, p, m)))
+    cols = ["source_key", "lsn", "deleted", "first_name", "job_title"]
+    a = read_current(silver_path(one, "customer"), include_deleted=True).select(cols).sort("source_key")
+    b = read_current(silver_path(two, "customer"), include_deleted=True).select(cols).sort("source_key")
+    assert a.equals(b) and a.height == 3
+
+
+def test_concat_alike_keeps_frames_of_other_schemas_apart() -> None:
+    a, b = pl.DataFrame({"k": ["1"], "x": [1]}), pl.DataFrame({"k": ["2"], "x": [2]})
+    drifted = pl.DataFrame({"k": ["3"], "x": [3], "new": ["n"]})
+    out = concat_alike([a, b, drifted, a])
+    assert [f.height for f in out] == [2, 1, 1]
+    assert out[1].columns == ["k", "x", "new"]
