@@ -491,7 +491,11 @@ def build_ingest_flow(
         golden = op.map("golden_publish", golden, lambda b: publishers.get().publish(b))
 
     def gold_writer(first: GoldBatch) -> BackgroundWriter[GoldBatch]:
-        return BackgroundWriter(GoldApply(root, first.entity), name=f"gold-{first.entity}")
+        return BackgroundWriter(
+            GoldApply(root, first.entity),
+            name=f"gold-{first.entity}",
+            min_interval_s=settings.dataflow.gold_write_interval_s,
+        )
 
     written = write_in_background("gold", golden, lambda b: b.entity, gold_writer)
     op.output("done", written, WriterSink(lambda _i, _n: _Discard()))

@@ -115,6 +115,31 @@ def test_writer_applies_in_order_and_combines_what_queued_up() -> None:
     assert len(seen) < 5  # the first write held the thread: the rest went in together
 
 
+def test_min_interval_spaces_writes_and_flush_does_not_wait_for_it() -> None:
+    starts: list[tuple[float, list[int]]] = []
+
+    def apply(items: list[int]) -> None:
+        starts.append((time.monotonic(), items))
+
+    w: BackgroundWriter[int] = BackgroundWriter(apply, name="t", min_interval_s=1.0)
+    w.submit(0)
+    deadline = time.monotonic() + 5
+    while not starts and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for i in range(1, 4):  # arrive while the interval runs: written together, not before it ends
+        w.submit(i)
+        time.sleep(0.05)
+    while len(starts) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [items for _t, items in starts] == [[0], [1, 2, 3]]
+    assert starts[1][0] - starts[0][0] >= 0.95
+    # a flush (end of input) writes what waits now instead of after the interval
+    w.submit(4)
+    t0 = time.monotonic()
+    w.flush()
+    assert starts[-1][1] == [4] and time.monotonic() - t0 < 0.8
+
+
 def test_a_failed_write_stops_the_writer_and_surfaces_at_flush_and_submit() -> None:
     calls: list[list[int]] = []
 
