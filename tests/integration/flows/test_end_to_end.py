@@ -191,8 +191,14 @@ def test_shop_edit_reaches_crm_and_erp_once_without_echo_and_a_crm_user_edit_rea
                 ),
                 timeout=60,
             )
+            # the gold tables trail the golden topic by up to dataflow.gold_write_interval_s
+            wait_for(
+                "the new phone in the gold table",
+                lambda: read_golden(delta, "customer", gid).row(0, named=True)["phone"] == f"+{phone2}",
+                timeout=60,
+            )
             versions = read_history(delta, "customer", gid)["version"].to_list()
-            time.sleep(8)
+            time.sleep(8)  # longer than a gold write interval: a version made by an echo would show
             assert read_history(delta, "customer", gid)["version"].to_list() == versions
             log = read_delta(sync_log_path(delta))
             assert log is not None
@@ -216,7 +222,12 @@ def test_shop_edit_reaches_crm_and_erp_once_without_echo_and_a_crm_user_edit_rea
                 ),
                 timeout=120,
             )
-            golden = read_golden(delta, "customer", gid).row(0, named=True)
+
+            def edited_golden() -> dict[str, Any] | None:
+                row = read_golden(delta, "customer", gid).row(0, named=True)
+                return row if "Maria" in (row["full_name"] or "") else None
+
+            golden = wait_for("the CRM user's edit in the gold table", edited_golden, timeout=60)
             prov = {p["field"]: p for p in golden["provenance"]}
             assert prov["full_name"]["source"] == "crm" and "Maria" in golden["full_name"]
             assert ingest.alive() and propagate.alive()
