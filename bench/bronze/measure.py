@@ -104,7 +104,8 @@ class DeltaProgress:
                     if '"add"' not in line:
                         continue
                     action = json.loads(line).get("add")
-                    if action and action.get("stats"):
+                    # dataChange=false: a compaction rewrote rows already counted
+                    if action and action.get("stats") and action.get("dataChange", True):
                         added += int(json.loads(action["stats"]).get("numRecords", 0))
             self._seen.add(name)
             if added:

@@ -57,11 +57,11 @@ def _on_gc(phase: str, info: dict[str, Any]) -> None:
 
 
 def install() -> None:
-    """Wrap the stages. Must run before ``build_bronze_flow`` (it looks ``_decode`` up then)."""
+    """Wrap the stages. Must run before ``build_bronze_flow`` (it looks ``decode`` up then)."""
     KafkaBatchPartition.next_batch = _timed(  # type: ignore[method-assign]
         "source.next_batch", KafkaBatchPartition.next_batch
     )
-    bronze_flow._decode = _timed("decode", bronze_flow._decode)
+    bronze_flow.decode = _timed("decode", bronze_flow.decode)
     b2a = bronze_flow.batch_to_arrow  # type: ignore[attr-defined]
     bronze_flow.batch_to_arrow = _timed("write.batch_to_arrow", b2a)  # type: ignore[attr-defined]
     bronze_flow.BronzeWriter.write = _timed(  # type: ignore[method-assign]

@@ -21,6 +21,7 @@ from cdc.envelope import decode_batch, raw_batch
 from core.settings import load_settings
 from flows.bronze import BronzeWriter, Quarantine
 from sinks.delta.bronze import bronze_path
+from sinks.delta.maintenance import maintain
 from tests.unit.cdc.test_envelope import value
 
 
@@ -103,6 +104,10 @@ def test_progress_and_checks_follow_the_bronze_table(tmp_path: Path) -> None:
     writer.write(decode_batch(raw_batch("crm.public.contacts", 0, msgs[10:])))
     assert progress.poll() == 30 and progress.commits == 2
     assert progress.first_commit_at is not None and progress.last_commit_at >= progress.first_commit_at
+
+    # a compaction re-adds the same rows (dataChange=false): they must not count again
+    maintain(table, compact_min_files=2)
+    assert progress.poll() == 30 and progress.commits == 2
 
     ok = verify_bronze(table, _topic_data(30, 20, 7, 3))
     assert ok["ok"], ok["problems"]
