@@ -7,7 +7,7 @@
 set -euo pipefail
 base=${1:?usage: compare.sh BASE_COMMIT [RUNS] [OUTDIR]}
 runs=${2:-3}
-out=${3:-bench/results/compare}
+out=${3:-.state/bench/compare}
 cd "$(dirname "$0")/../.."
 if ! git diff --quiet -- flows core config; then
   echo "compare.sh: flows/ core/ config/ have uncommitted changes; commit or stash them first" >&2
