@@ -184,13 +184,14 @@ def concat_alike(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
     Frames of different schemas (a column added by drift between two batches) stay apart: filling
     a missing column with nulls would overwrite stored values the change never carried.
     """
-    out: list[pl.DataFrame] = []
+    runs: list[list[pl.DataFrame]] = []
     for frame in frames:
-        if out and out[-1].schema == frame.schema:
-            out[-1] = pl.concat([out[-1], frame], how="vertical")
+        if runs and runs[-1][0].schema == frame.schema:
+            runs[-1].append(frame)
         else:
-            out.append(frame)
-    return out
+            runs.append([frame])
+    # one concatenation per run (concatenating pairwise would copy the run once per frame)
+    return [run[0] if len(run) == 1 else pl.concat(run, how="vertical") for run in runs]
 
 
 def nonempty(changes: list[RecordChange]) -> list[list[RecordChange]]:
@@ -225,7 +226,7 @@ class SilverStage:
             self._writers[entity] = SilverWriter(self._root, entity, schema=record_schema(entity))
         return self._writers[entity]
 
-    def apply(self, batch: ChangeBatch, tables: dict[tuple[str, str, str], pa.Table]) -> list[RecordChange]:
+    def apply(self, batch: ChangeBatch, tables: BronzeTables) -> list[RecordChange]:
         """Map and apply one decoded batch's bronze rows; return the changed records to resolve."""
         return self.apply_many([(batch, tables)])
 

@@ -77,14 +77,17 @@ def free_ports(count: int) -> list[int]:
     would then never form (the other processes retry "connecting to worker 0" forever).
     """
     low, high = _ephemeral_range()
-    candidates = [p for p in range(20000, 65535) if not low <= p <= high]
+    candidates = [p for p in range(20000, 65536) if not low <= p <= high]
+    if not candidates:  # an unusual kernel setting leaves no such port: let the kernel choose
+        log.warning("no loopback port outside the ephemeral range %d-%d; cluster start may race", low, high)
+        candidates = [0]
     rng = random.Random()
     socks: list[socket.socket] = []
     ports: list[int] = []
     try:
         while len(ports) < count:
             port = rng.choice(candidates)
-            if port in ports:
+            if port and port in ports:
                 continue
             s = socket.socket()
             try:
@@ -93,7 +96,7 @@ def free_ports(count: int) -> list[int]:
                 s.close()
                 continue
             socks.append(s)
-            ports.append(port)
+            ports.append(s.getsockname()[1])
     finally:
         for s in socks:
             s.close()
