@@ -230,12 +230,17 @@ def latest_pushed(delta_root: Path, target: str) -> list[dict[str, Any]]:
     if data is None or data.num_rows == 0:
         return []
     data = data.filter(pc.equal(data["phase"], "done"))
-    best: dict[str, dict[str, Any]] = {}
-    for row in data.to_pylist():
-        seen = best.get(row["golden_id"])
-        if seen is None or (row["version"], row["at"]) >= (seen["version"], seen["at"]):
-            best[row["golden_id"]] = row
-    return list(best.values())
+    if data.num_rows == 0:
+        return []
+    # The table keeps every push ever made, so pick the newest row per golden id, the greatest
+    # (version, at), in Arrow and turn only those into Python dicts. (An exact tie is one push
+    # written twice by a replayed batch: the same row.)
+    data = data.sort_by([("golden_id", "ascending"), ("version", "descending"), ("at", "descending")])
+    ids = data["golden_id"]
+    first = pc.not_equal(ids.slice(1), ids.slice(0, data.num_rows - 1))
+    keep = pa.concat_arrays([pa.array([True]), *first.chunks]) if data.num_rows > 1 else pa.array([True])
+    newest: list[dict[str, Any]] = data.filter(keep).to_pylist()
+    return newest
 
 
 def open_ledger(delta_root: Path, target: str | None = None) -> list[dict[str, Any]]:
