@@ -117,6 +117,7 @@ def _fmt(r: dict[str, Any]) -> str:
     return (
         f"{r['seconds']:6.2f} s {r['ev_per_s']:>9,.0f} ev/s  peak RSS {r['peak_rss_mb']:>6,.0f} MB  "
         f"CPU {r['cpu_s']:5.1f} s (rest of machine {r['other_cpu_s']:5.1f} s)"
+        + (f"  from ready {r['ev_per_s_from_ready']:,.0f} ev/s" if r.get("ev_per_s_from_ready") else "")
         + ("" if _ok(r) else "  CHECK FAILED")
     )
 
@@ -201,8 +202,8 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         echo(f"cProfiled 1-process run (not in the medians) {_fmt(r)}")
         profile_top = _profile_top(args.profile.with_suffix(".0.prof"))
 
-    def rates(name: str) -> list[float]:
-        return [r["ev_per_s"] for r in results.get(name, [])]
+    def rates(name: str, key: str = "ev_per_s") -> list[float]:
+        return [r[key] for r in results.get(name, []) if r.get(key) is not None]
 
     def med(name: str, key: str) -> float | None:
         return _median([r[key] for r in results.get(name, []) if r.get(key) is not None])
@@ -240,6 +241,12 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "ratio_1_worker": ratio(df.get(1, 0.0), ceiling),
         "ratio_2_workers": ratio(df.get(2, 0.0), ceiling),
         "ratio_vs_single_consumer_ceiling": ratio(best, single),
+        # the dataflow timed like the ceiling: from "flow built" (imports done), not process launch
+        "ev_per_s_2_workers_from_ready": _median(rates("dataflow_2p", "ev_per_s_from_ready")),
+        "ratio_from_ready": ratio(
+            max((_median(rates(f"dataflow_{n}p", "ev_per_s_from_ready")) or 0.0 for n in procs), default=0.0),
+            ceiling,
+        ),
         "peak_rss_mb_1_worker": med("dataflow_1p", "peak_rss_mb"),
         "peak_rss_mb_2_workers": med("dataflow_2p", "peak_rss_mb"),
         "ceiling_peak_rss_mb": med(ceiling_name, "peak_rss_mb"),
@@ -266,7 +273,11 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                 "other_cores": med(name, "other_cores"),
                 "peak_rss_mb": med(name, "peak_rss_mb"),
                 **(
-                    {"startup_s": med(name, "startup_s"), "first_commit_s": med(name, "first_commit_s")}
+                    {
+                        "startup_s": med(name, "startup_s"),
+                        "first_commit_s": med(name, "first_commit_s"),
+                        "ev_per_s_from_ready": _median(rates(name, "ev_per_s_from_ready")),
+                    }
                     if name.startswith("dataflow")
                     else {}
                 ),
@@ -323,6 +334,11 @@ def _summary(out: dict[str, Any]) -> None:
             f"ratio {out['ratio']:.3f} ({verdict} the {GOAL_RATIO} goal; vs the single-consumer ceiling "
             f"{out['ratio_vs_single_consumer_ceiling']}); peak RSS {out['peak_rss_mb']} MB"
         )
+        if out.get("ratio_from_ready") is not None:
+            echo(
+                f"timed like the ceiling (from flow built, imports excluded): 2 workers "
+                f"{num(out['ev_per_s_2_workers_from_ready'])} ev/s, ratio {out['ratio_from_ready']:.3f}"
+            )
     noise = out.get("rest_of_machine_cores_median")
     if noise is not None and noise > 0.5:
         echo(
