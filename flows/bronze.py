@@ -118,6 +118,9 @@ class BronzeWriter:
                 bronze_path(self._root, system, schema, table),
                 BRONZE_SCHEMA,
                 partition_by=BRONZE_PARTITION_BY,
+                # the compaction after 50 commits rewrites ~50 batches (seconds for 20k-event
+                # batches); the appends that follow must not wait for it
+                background_maintenance=True,
             )
         return self._tables[key]
 
@@ -154,8 +157,12 @@ class BronzeWriter:
         return written
 
     def close(self) -> None:
-        """Close the quarantine's producer."""
-        self._quarantine.close()
+        """Wait for background maintenance of the bronze tables, close the quarantine's producer."""
+        try:
+            for appender in self._tables.values():
+                appender.close()
+        finally:
+            self._quarantine.close()
 
 
 def decode(batch: RawBatch) -> ChangeBatch:

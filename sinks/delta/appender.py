@@ -10,13 +10,16 @@ the worker that owns a Kafka partition writes that partition's stream.
 
 Each commit adds at least one small file (one per partition it touches) and a log entry, so an
 appender runs :func:`~sinks.delta.maintenance.maintain` on its table after enough commits (see
-:data:`APPEND_MAINTENANCE`): compaction keeps reads fast, checkpoints keep table loads fast.
+:data:`APPEND_MAINTENANCE`): compaction keeps reads fast, checkpoints keep table loads fast. With
+``background_maintenance`` that run happens on a thread of its own, so the appends that follow do
+not wait for a compaction (a compaction only rewrites files, it never conflicts with appends).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,7 @@ class IdempotentAppender:
         configuration: dict[str, str | None] | None = None,
         maintenance: MaintenancePolicy | None = APPEND_MAINTENANCE,
         layer: str = "append",
+        background_maintenance: bool = False,
     ) -> None:
         self.uri = str(uri)
         self.schema = schema
@@ -93,6 +97,9 @@ class IdempotentAppender:
         self._table: DeltaTable | None = None
         self._commits_since_maintenance = 0
         self._files_after_maintenance: int | None = None
+        self._background = background_maintenance
+        self._maintainer: ThreadPoolExecutor | None = None
+        self._maintaining: Future[MaintenanceReport | None] | None = None
 
     def _open(self) -> DeltaTable:
         if self._table is not None:
@@ -186,7 +193,20 @@ class IdempotentAppender:
         due = self._commits_since_maintenance >= policy.every_commits
         if not due and files - (self._files_after_maintenance or 0) <= policy.max_files:
             return None
+        if not self._background:
+            self._commits_since_maintenance = 0
+            return self._maintain(policy, files)
+        if self._maintaining is not None and not self._maintaining.done():
+            return None  # still busy with the previous run: try again after the next commit
         self._commits_since_maintenance = 0
+        if self._maintaining is not None:
+            self._maintaining.result()  # never raises (_maintain logs); frees the finished future
+        if self._maintainer is None:
+            self._maintainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta-maintain")
+        self._maintaining = self._maintainer.submit(self._maintain, policy, files)
+        return None
+
+    def _maintain(self, policy: MaintenancePolicy, files: int) -> MaintenanceReport | None:
         try:
             report = maintain(
                 self.uri,
@@ -201,6 +221,20 @@ class IdempotentAppender:
             log.warning("%s: automatic maintenance failed: %s", self.uri, exc)
             self._files_after_maintenance = files
             return None
+        except Exception:
+            if not self._background:
+                raise
+            # nobody waits for a background run's result: say what went wrong here
+            log.exception("%s: automatic maintenance failed", self.uri)
+            self._files_after_maintenance = files
+            return None
         self._files_after_maintenance = report.files_after
         # maintain() committed through its own DeltaTable object; ours catches up on next use
         return report
+
+    def close(self) -> None:
+        """Wait for a background maintenance run, if one is going."""
+        if self._maintainer is not None:
+            self._maintainer.shutdown(wait=True)
+            self._maintainer = None
+            self._maintaining = None

@@ -163,3 +163,42 @@ def test_failed_maintenance_does_not_fail_the_append(tmp_path: Path, monkeypatch
     results = [app.append(rows(range(i, i + 1)), app_id="p", version=i) for i in range(4)]
     assert all(r.rows_written == 1 and r.maintenance is None for r in results)
     assert pl.read_delta(str(tmp_path / "t")).height == 4
+
+
+# -- background maintenance -----------------------------------------------------------------------
+
+
+def test_background_maintenance_compacts_while_appends_go_on(tmp_path: Path) -> None:
+    policy = MaintenancePolicy(every_commits=5, compact_min_files=4)
+    app = IdempotentAppender(tmp_path / "t", SCHEMA, maintenance=policy, background_maintenance=True)
+    results = [
+        app.append(rows(range(i * 10, i * 10 + 10)), app_id="p", version=i * 10 + 9) for i in range(23)
+    ]
+    app.close()  # waits for the run in progress
+    assert all(r.rows_written == 10 and r.maintenance is None for r in results)  # reports stay off the path
+    table = DeltaTable(str(tmp_path / "t"))
+    assert len(table.file_uris()) < 23  # compactions landed between the appends
+    assert table.transaction_version("p") == 229
+    df = pl.read_delta(str(tmp_path / "t"))
+    assert sorted(df["offset"].to_list()) == list(range(230))  # nothing lost or doubled
+    again = app.append(rows(range(220, 230)), app_id="p", version=229)
+    assert again.rows_written == 0 and again.rows_skipped == 10
+    app.close()
+
+
+def test_background_maintenance_failure_is_only_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sinks.delta.appender as appender
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("bug in maintenance")
+
+    monkeypatch.setattr(appender, "maintain", broken)
+    policy = MaintenancePolicy(every_commits=2)
+    app = IdempotentAppender(tmp_path / "t", SCHEMA, maintenance=policy, background_maintenance=True)
+    results = [app.append(rows(range(i, i + 1)), app_id="p", version=i) for i in range(4)]
+    app.close()
+    assert all(r.rows_written == 1 for r in results)
+    assert pl.read_delta(str(tmp_path / "t")).height == 4
+    assert "automatic maintenance failed" in caplog.text
