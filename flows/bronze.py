@@ -3,16 +3,20 @@
     Kafka (one Bytewax partition per Kafka partition, batches)
       -> decode (cdc.envelope)                      tombstones/heartbeats counted, bad messages rejected
       -> BronzeWriter                               bronze table per source table, quarantine + DLQ
+         (BackgroundBronzeWriter: commits on a background thread, overlapping the next batch)
 
 Exactly-once in effect: each append carries the Delta transaction ``(app_id=topic:partition,
 version=last offset)``, checked on the same table object before committing, so batches replayed
-after a crash or a restart from an older recovery snapshot add nothing twice.
+after a crash or a restart from an older recovery snapshot add nothing twice. Because commits land
+after the sink returns, the source snapshots only offsets the sink confirmed committed
+(:class:`~flows.engine.durable.DurableOffsets`); a restart re-reads the rest.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from core.metrics import (
 )
 from core.retry import retry_transient
 from core.settings import Settings
+from flows.engine.durable import DurableOffsets
 from flows.engine.kafka_source import KafkaBatchSource
 from flows.engine.sink import WriterSink
 from sinks.delta.appender import IdempotentAppender
@@ -129,19 +134,33 @@ class BronzeWriter:
 
         Returns the bronze rows per source table ``(system, schema, table)``, for later stages.
         """
+        tables = self.prepare(batch)
+        self.append(batch, tables)
+        return tables
+
+    def prepare(self, batch: ChangeBatch) -> dict[tuple[str, str, str], pa.Table]:
+        """First half of :meth:`write`: count skips, quarantine the rejects, build the Arrow rows.
+
+        The bronze rows are not written yet; :meth:`append` does that.
+        """
         SKIPPED.labels(reason="tombstone").inc(batch.tombstones)
         SKIPPED.labels(reason="heartbeat").inc(batch.heartbeats)
         self._quarantine.send(
             batch.rejected, topic=batch.topic, partition=batch.partition, version=batch.last_offset
         )
-        written: dict[tuple[str, str, str], pa.Table] = {}
         if not len(batch):
-            return written
+            return {}
+        return {ident: batch_to_arrow(batch, rows) for ident, rows in table_groups(batch).items()}
+
+    def append(self, batch: ChangeBatch, tables: dict[tuple[str, str, str], pa.Table]) -> None:
+        """Second half of :meth:`write`: commit the rows :meth:`prepare` built for ``batch``.
+
+        Uses only the bronze tables (not the quarantine), so it may run on another thread than
+        :meth:`prepare`, as long as one thread at a time appends.
+        """
         app_id = bronze_app_id(batch.topic, batch.partition)
-        for (system, schema, table), rows in table_groups(batch).items():
+        for (system, schema, table), data in tables.items():
             appender = self._table(system, schema, table)
-            data = batch_to_arrow(batch, rows)
-            written[(system, schema, table)] = data
             result = retry_transient(
                 partial(appender.append, data, app_id=app_id, version=batch.last_offset),
                 operation=f"bronze append {system}.{schema}.{table}",
@@ -154,7 +173,6 @@ class BronzeWriter:
                 self._commit.observe(result.seconds)
                 src_us = np.asarray(data.column("source_ts").cast("int64"))[-result.rows_written :]
                 observe_many(SOURCE_TO_DELTA_SECONDS, (time.time() * 1e6 - src_us) / 1e6, layer="bronze")
-        return written
 
     def close(self) -> None:
         """Wait for background maintenance of the bronze tables, close the quarantine's producer."""
@@ -163,6 +181,55 @@ class BronzeWriter:
                 appender.close()
         finally:
             self._quarantine.close()
+
+
+class BackgroundBronzeWriter:
+    """The bronze flow's sink writer: Arrow rows on the calling thread, Delta commits on another.
+
+    ``write_deltalake`` runs in Rust without the GIL, so committing batch N on a background thread
+    overlaps it with polling, decoding and converting batch N+1 on the worker thread. One batch at
+    a time is in flight: :meth:`write` first waits for the previous commit (re-raising its error,
+    which stops the dataflow like a synchronous failure would), so memory stays bounded and every
+    Kafka partition's batches still commit in offset order.
+
+    Exactly-once: :meth:`write` returns before its batch is committed, so Bytewax may close the
+    epoch first. The source's recovery snapshot therefore comes from ``durable``
+    (:class:`~flows.engine.durable.DurableOffsets`): a batch counts as written only once its commit
+    landed, and a restart re-reads anything later, which the Delta transaction versions
+    deduplicate. Without a tracker (tests, tools), the in-flight batch is only safe after
+    :meth:`flush` or :meth:`close`.
+    """
+
+    def __init__(self, writer: BronzeWriter, durable: DurableOffsets | None) -> None:
+        self._writer = writer
+        self._durable = durable
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bronze-commit")
+        self._pending: Future[None] | None = None
+
+    def write(self, batch: ChangeBatch) -> None:
+        """Build ``batch``'s rows, wait for the previous commit, then start committing this one."""
+        tables = self._writer.prepare(batch)
+        self.flush()
+        self._pending = self._pool.submit(self._commit, batch, tables)
+
+    def _commit(self, batch: ChangeBatch, tables: dict[tuple[str, str, str], pa.Table]) -> None:
+        self._writer.append(batch, tables)
+        if self._durable is not None:
+            self._durable.durable(batch.topic, batch.partition, batch.last_offset + 1)
+
+    def flush(self) -> None:
+        """Wait until the batch in flight (if any) is committed; re-raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Commit what is in flight, stop the background thread, close the quarantine."""
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._writer.close()
 
 
 def decode(batch: RawBatch) -> ChangeBatch:
@@ -179,10 +246,16 @@ def bronze_topics(connectors: list[ConnectorFile]) -> list[str]:
 
 
 def decoded_changes(
-    flow: Dataflow, settings: Settings, connectors: list[ConnectorFile], *, start: str
+    flow: Dataflow,
+    settings: Settings,
+    connectors: list[ConnectorFile],
+    *,
+    start: str,
+    durable: DurableOffsets | None = None,
 ) -> Stream[ChangeBatch]:
     """The first steps every change-capture flow shares: our Kafka batch source over the
-    connectors' table topics, then decoding."""
+    connectors' table topics, then decoding. ``durable``: the source snapshots only the offsets
+    its sink confirmed there (for sinks that commit in the background)."""
     if start not in ("earliest", "latest"):
         raise ValueError(f"start must be earliest or latest, not {start!r}")
     source = KafkaBatchSource(
@@ -191,6 +264,7 @@ def decoded_changes(
         batch_size=settings.dataflow.batch_size,
         batch_timeout_ms=settings.dataflow.batch_timeout_ms,
         start="earliest" if start == "earliest" else "latest",
+        durable=durable,
     )
     raw = op.input("kafka", flow, source)
     return op.map("decode", raw, decode)
@@ -205,13 +279,16 @@ def build_bronze_flow(
 ) -> Dataflow:
     """The bronze dataflow over every table the connectors capture."""
     flow = Dataflow("goldstream_bronze")
-    decoded = decoded_changes(flow, settings, connectors, start=start)
+    # One tracker per process: the source and the sink of a Kafka partition run on the same worker
+    # (no exchange between them), so the sink's confirmations reach that partition's snapshots.
+    durable = DurableOffsets()
+    decoded = decoded_changes(flow, settings, connectors, start=start, durable=durable)
     root = settings.delta_root
     bootstrap, dlq_topic = settings.kafka.bootstrap_servers, settings.dataflow.dlq_topic
 
-    def make_writer(_worker: int, _count: int) -> BronzeWriter:
+    def make_writer(_worker: int, _count: int) -> BackgroundBronzeWriter:
         producer = DeadLetterProducer(bootstrap, dlq_topic) if dlq else None
-        return BronzeWriter(root, Quarantine(root, producer))
+        return BackgroundBronzeWriter(BronzeWriter(root, Quarantine(root, producer)), durable)
 
     op.output("bronze", decoded, WriterSink(make_writer))
     return flow

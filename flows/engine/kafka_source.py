@@ -8,7 +8,9 @@ unless attached, and it resets to the beginning when an offset is out of range. 
   within ``batch_timeout_ms`` of the first buffered message, so downstream steps and Delta commits
   work on batches;
 * keeps the next offset to read as its recovery state (no consumer group, nothing committed to
-  Kafka); a resumed partition continues right after the last *emitted* message;
+  Kafka); a resumed partition continues right after the last *emitted* message, or, given a
+  :class:`~flows.engine.durable.DurableOffsets` its sink confirms writes to, at the oldest emitted
+  batch the sink has not confirmed yet (for sinks that write in the background);
 * treats an out-of-range offset (data deleted by retention before we read it) as a terminal error
   instead of silently skipping data.
 """
@@ -27,6 +29,7 @@ from cdc.topics import topic_partitions
 from core.errors import TerminalError
 from core.events import RawBatch
 from core.metrics import CONSUMER_LAG, EVENTS_IN
+from flows.engine.durable import DurableOffsets
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 2.0
@@ -55,8 +58,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         start_offset: int,
         batch_size: int,
         batch_timeout_s: float,
+        durable: DurableOffsets | None = None,
     ) -> None:
         self._consumer = consumer
+        self._durable = durable
         self._topic = topic
         self._partition = partition
         self._tp = TopicPartition(topic, partition)
@@ -136,6 +141,8 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             timestamps_ms=tuple(self._ts),
         )
         self._next_offset = self._offsets[-1] + 1
+        if self._durable is not None:
+            self._durable.emitted(self._topic, self._partition, self._offsets[0], self._next_offset)
         self._offsets, self._keys, self._values, self._ts = [], [], [], []
         self._in.inc(len(batch.offsets))
         return [batch]
@@ -147,7 +154,10 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         return datetime.now(UTC) + timedelta(milliseconds=20)
 
     def snapshot(self) -> int:
-        """The next offset to read: everything before it has been emitted downstream."""
+        """Where to resume: everything before it has been emitted downstream (and, with a
+        ``durable`` tracker, confirmed written by the sink)."""
+        if self._durable is not None:
+            return self._durable.resume_offset(self._topic, self._partition, self._next_offset)
         return self._next_offset
 
     def close(self) -> None:
@@ -156,7 +166,11 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
 
 
 class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
-    """Every partition of ``topics``, read in batches with offsets kept in recovery snapshots."""
+    """Every partition of ``topics``, read in batches with offsets kept in recovery snapshots.
+
+    ``durable``: the tracker a background-writing sink confirms its commits to; the snapshots then
+    hold back to the oldest unconfirmed batch (see :mod:`flows.engine.durable`).
+    """
 
     def __init__(
         self,
@@ -167,6 +181,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         batch_timeout_ms: int = 500,
         start: Literal["earliest", "latest"] = "earliest",
         extra_config: dict[str, str] | None = None,
+        durable: DurableOffsets | None = None,
     ) -> None:
         if not topics:
             raise TerminalError("no topics to read (are the connector files empty?)")
@@ -176,6 +191,7 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
         self._timeout_s = batch_timeout_ms / 1000
         self._start = OFFSET_BEGINNING if start == "earliest" else OFFSET_END
         self._extra = extra_config or {}
+        self._durable = durable
 
     def list_parts(self) -> list[str]:
         """One part per Kafka partition of every topic."""
@@ -206,4 +222,5 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
             start_offset=start,
             batch_size=self._batch_size,
             batch_timeout_s=self._timeout_s,
+            durable=self._durable,
         )

@@ -9,6 +9,7 @@ carries offsets and state across.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -121,6 +122,10 @@ def run_in_process(
         if recovery_dir is not None
         else None
     )
+    # Everything alive now (modules, the flow, clients) lives as long as the process. Moving it out
+    # of the garbage collector's generations keeps the full collections that the per-batch
+    # allocations trigger from rescanning it again and again.
+    gc.freeze()
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=workers,

@@ -60,6 +60,18 @@ def _text(values: Sequence[bytes | None]) -> pa.Array:
     return pa.array(values, pa.binary()).cast(pa.string())
 
 
+def _strings(values: Sequence[str]) -> pa.Array:
+    # A topic carries one table, so system/db/schema/table (and usually snapshot) hold one value
+    # per batch: repeating it is far cheaper than converting every Python string.
+    if values and values.count(values[0]) == len(values):
+        return pa.repeat(pa.scalar(values[0], pa.string()), len(values))
+    return pa.array(values, pa.string())
+
+
+def _repeat(value: object, n: int, type_: pa.DataType) -> pa.Array:
+    return pa.repeat(pa.scalar(value, type_), n)
+
+
 def _ts(values: Sequence[int], scale: int = 1) -> pa.Array:
     arr = pa.array(values, pa.int64())
     if scale != 1:
@@ -90,10 +102,10 @@ def batch_to_arrow(
     now_us = int(now.timestamp() * 1_000_000)
     table = pa.Table.from_arrays(
         [
-            pa.array(batch.system, pa.string()),
-            pa.array(batch.db, pa.string()),
-            pa.array(batch.schema, pa.string()),
-            pa.array(batch.table, pa.string()),
+            _strings(batch.system),
+            _strings(batch.db),
+            _strings(batch.schema),
+            _strings(batch.table),
             pa.array(batch.op, pa.string()),
             _text(batch.key),
             _text(batch.before),
@@ -102,14 +114,14 @@ def batch_to_arrow(
             pa.array(batch.tx_id, pa.int64()),
             _ts(batch.source_ts_us),
             _ts(batch.connector_ts_us),
-            pa.array(batch.snapshot, pa.string()),
-            pa.array([batch.topic] * n, pa.string()),
-            pa.array([batch.partition] * n, pa.int32()),
+            _strings(batch.snapshot),
+            _repeat(batch.topic, n, pa.string()),
+            _repeat(batch.partition, n, pa.int32()),
             pa.array(batch.offset, pa.int64()),
             _ts(batch.kafka_ts_ms, 1000),
-            pa.array([now_us] * n, pa.int64()).cast(UTC_US),
+            _repeat(now_us, n, pa.int64()).cast(UTC_US),
             _text(batch.envelope),
-            pa.array([now.date()] * n, pa.date32()),
+            _repeat(now.date(), n, pa.date32()),
         ],
         schema=BRONZE_SCHEMA,
     )

@@ -1,10 +1,16 @@
 import json
+import threading
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pytest
 
 from cdc.envelope import decode_batch, raw_batch
-from flows.bronze import BronzeWriter, Quarantine
+from core.errors import TerminalError
+from core.events import ChangeBatch
+from flows.bronze import BackgroundBronzeWriter, BronzeWriter, Quarantine
+from flows.engine.durable import DurableOffsets
 from sinks.delta.bronze import bronze_path
 from sinks.delta.quarantine import quarantine_path
 from tests.unit.cdc.test_envelope import TOPIC, value
@@ -58,3 +64,78 @@ def test_bad_messages_go_to_quarantine_and_good_ones_keep_flowing(tmp_path: Path
     assert set(q["reason"]) == {"malformed_json"}
     assert set(q["topic"]) == {TOPIC}
     assert q["value"].to_list()[0] == b"not json"
+
+
+# -- BackgroundBronzeWriter -----------------------------------------------------------------------
+
+
+def background(root: Path, durable: DurableOffsets | None = None) -> BackgroundBronzeWriter:
+    return BackgroundBronzeWriter(make_writer(root), durable)
+
+
+def emitted(durable: DurableOffsets, b: ChangeBatch, first: int) -> ChangeBatch:
+    durable.emitted(b.topic, b.partition, first, b.last_offset + 1)
+    return b
+
+
+def test_background_writer_commits_every_batch_once_and_confirms_in_order(tmp_path: Path) -> None:
+    durable = DurableOffsets()
+    w = background(tmp_path, durable)
+    w.write(emitted(durable, batch(range(0, 100)), 0))
+    w.write(emitted(durable, batch(range(100, 150)), 100))
+    w.flush()
+    assert durable.resume_offset(TOPIC, 0, 150) == 150 and durable.in_flight(TOPIC, 0) == 0
+    w.write(emitted(durable, batch(range(100, 200)), 100))  # a replay overlapping the committed rows
+    w.close()
+    df = pl.read_delta(str(bronze_path(tmp_path, "crm", "public", "contacts")))
+    assert sorted(df["offset"].to_list()) == list(range(200))
+
+
+def test_background_writer_confirms_only_after_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    durable = DurableOffsets()
+    inner = make_writer(tmp_path)
+    release = threading.Event()
+    original = inner.append
+
+    def slow_append(b: ChangeBatch, tables: dict[tuple[str, str, str], pa.Table]) -> None:
+        assert release.wait(10)
+        original(b, tables)
+
+    monkeypatch.setattr(inner, "append", slow_append)
+    w = BackgroundBronzeWriter(inner, durable)
+    w.write(emitted(durable, batch(range(0, 10)), 0))
+    # the sink returned but nothing is committed: a snapshot now must resume at the batch's start
+    assert durable.resume_offset(TOPIC, 0, 10) == 0
+    release.set()
+    w.flush()
+    assert durable.resume_offset(TOPIC, 0, 10) == 10
+    w.close()
+
+
+def test_a_batch_without_changes_is_confirmed_after_the_one_before(tmp_path: Path) -> None:
+    durable = DurableOffsets()
+    w = background(tmp_path, durable)
+    w.write(emitted(durable, batch(range(0, 10)), 0))
+    tombstones = decode_batch(raw_batch(TOPIC, 0, [(10, b'{"id":1}', None), (11, b'{"id":2}', None)]))
+    w.write(emitted(durable, tombstones, 10))
+    w.close()
+    assert durable.resume_offset(TOPIC, 0, 12) == 12
+
+
+def test_a_failed_commit_is_raised_by_the_next_write_and_never_confirmed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    durable = DurableOffsets()
+    inner = make_writer(tmp_path)
+
+    def broken(_b: ChangeBatch, _t: dict[tuple[str, str, str], pa.Table]) -> None:
+        raise TerminalError("disk gone")
+
+    monkeypatch.setattr(inner, "append", broken)
+    w = BackgroundBronzeWriter(inner, durable)
+    w.write(emitted(durable, batch(range(0, 10)), 0))
+    with pytest.raises(TerminalError, match="disk gone"):
+        w.write(emitted(durable, batch(range(10, 20)), 10))
+    assert durable.resume_offset(TOPIC, 0, 20) == 0
