@@ -47,9 +47,11 @@ from sinks.delta.appender import IdempotentAppender
 from sinks.delta.bronze import (
     BRONZE_PARTITION_BY,
     BRONZE_SCHEMA,
+    BRONZE_WRITER_PROPERTIES,
     batch_to_arrow,
     bronze_app_id,
     bronze_path,
+    stored_columns,
     table_groups,
 )
 from sinks.delta.quarantine import (
@@ -107,11 +109,16 @@ class Quarantine:
 
 
 class BronzeWriter:
-    """Appends decoded batches to their bronze tables and rejects to quarantine."""
+    """Appends decoded batches to their bronze tables and rejects to quarantine.
 
-    def __init__(self, delta_root: Path, quarantine: Quarantine) -> None:
+    ``images``: the rows :meth:`write` and :meth:`prepare` return also carry the ``before`` and
+    ``after`` images as columns (the canonical mapping's input); the tables never store them.
+    """
+
+    def __init__(self, delta_root: Path, quarantine: Quarantine, *, images: bool = True) -> None:
         self._root = delta_root
         self._quarantine = quarantine
+        self._images = images
         self._tables: dict[tuple[str, str, str], IdempotentAppender] = {}
         self._out = EVENTS_OUT.labels(stage="bronze")
         self._commit = COMMIT_SECONDS.labels(layer="bronze")
@@ -126,6 +133,7 @@ class BronzeWriter:
                 # the compaction after 50 commits rewrites ~50 batches (seconds for 20k-event
                 # batches); the appends that follow must not wait for it
                 background_maintenance=True,
+                writer_properties=BRONZE_WRITER_PROPERTIES,
             )
         return self._tables[key]
 
@@ -150,7 +158,10 @@ class BronzeWriter:
         )
         if not len(batch):
             return {}
-        return {ident: batch_to_arrow(batch, rows) for ident, rows in table_groups(batch).items()}
+        return {
+            ident: batch_to_arrow(batch, rows, images=self._images)
+            for ident, rows in table_groups(batch).items()
+        }
 
     def append(self, batch: ChangeBatch, tables: dict[tuple[str, str, str], pa.Table]) -> None:
         """Second half of :meth:`write`: commit the rows :meth:`prepare` built for ``batch``.
@@ -162,7 +173,7 @@ class BronzeWriter:
         for (system, schema, table), data in tables.items():
             appender = self._table(system, schema, table)
             result = retry_transient(
-                partial(appender.append, data, app_id=app_id, version=batch.last_offset),
+                partial(appender.append, stored_columns(data), app_id=app_id, version=batch.last_offset),
                 operation=f"bronze append {system}.{schema}.{table}",
                 on_retry=lambda _e, _n: RETRIES.labels(operation="bronze_append").inc(),
             )
@@ -288,7 +299,9 @@ def build_bronze_flow(
 
     def make_writer(_worker: int, _count: int) -> BackgroundBronzeWriter:
         producer = DeadLetterProducer(bootstrap, dlq_topic) if dlq else None
-        return BackgroundBronzeWriter(BronzeWriter(root, Quarantine(root, producer)), durable)
+        # nothing downstream maps these rows: no image columns to build
+        writer = BronzeWriter(root, Quarantine(root, producer), images=False)
+        return BackgroundBronzeWriter(writer, durable)
 
     op.output("bronze", decoded, WriterSink(make_writer))
     return flow

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from core.errors import TerminalError, TransientError
@@ -73,6 +73,11 @@ class IdempotentAppender:
     rewrite files, an append-only table's file count only grows, so ``max_files`` counts the files
     added since the last maintenance, not the table's total (a large table of compacted 128 MB
     files must not trigger a run after every commit). ``layer`` labels the maintenance metrics.
+    ``writer_properties``: Parquet settings of the appended files (delta-rs defaults when None).
+
+    A table created by an earlier version may hold columns ``schema`` no longer has (nullable ones
+    only: Delta cannot drop a column): appends then merge schemas, so old rows keep their values and
+    new rows read as null there.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class IdempotentAppender:
         maintenance: MaintenancePolicy | None = APPEND_MAINTENANCE,
         layer: str = "append",
         background_maintenance: bool = False,
+        writer_properties: WriterProperties | None = None,
     ) -> None:
         self.uri = str(uri)
         self.schema = schema
@@ -98,6 +104,8 @@ class IdempotentAppender:
         self._commits_since_maintenance = 0
         self._files_after_maintenance: int | None = None
         self._background = background_maintenance
+        self.writer_properties = writer_properties
+        self._merge_schema = False
         self._maintainer: ThreadPoolExecutor | None = None
         self._maintaining: Future[MaintenanceReport | None] | None = None
 
@@ -119,6 +127,10 @@ class IdempotentAppender:
                 )
             except DeltaError:
                 self._table = DeltaTable(self.uri)
+        extra = set(self._table.schema().to_arrow().names) - set(self.schema.names)
+        if extra:
+            log.info("%s: keeps columns no longer written (%s); appends merge schemas", self.uri, extra)
+        self._merge_schema = bool(extra)
         return self._table
 
     def committed_version(self, app_id: str) -> int | None:
@@ -167,6 +179,9 @@ class IdempotentAppender:
             app_transactions=[Transaction(app_id=app_id, version=version)],
             custom_metadata={"goldstream.app_id": app_id, "goldstream.version": str(version)},
         )
+        options: dict[str, Any] = {}
+        if self.writer_properties is not None:
+            options["writer_properties"] = self.writer_properties
         try:
             write_deltalake(
                 table,
@@ -174,6 +189,8 @@ class IdempotentAppender:
                 mode="append",
                 partition_by=self.partition_by or None,
                 commit_properties=props,
+                schema_mode="merge" if self._merge_schema else None,
+                **options,
             )
         except (CommitFailedError, OSError, DeltaError) as exc:
             # The commit may or may not have landed; the next attempt re-reads the transaction

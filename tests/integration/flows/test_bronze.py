@@ -19,7 +19,7 @@ from cdc.pg import admin_dsn
 from cdc.readiness import wait_running
 from cdc.topics import ensure_topics
 from core.settings import Settings
-from sinks.delta.bronze import bronze_path
+from sinks.delta.bronze import bronze_path, with_images
 from tests.integration.helpers import FlowProcess, isolated_config, pg_lsn, read_delta, wait_for
 
 
@@ -132,7 +132,7 @@ def test_every_change_lands_once_with_op_lsn_and_values(stack: Settings, bronze_
     for case, key, lsn_before, lsn_after, name, name2 in made:
         df = read_delta(bronze_path(delta_root, case.system, case.schema, case.table))
         assert df is not None
-        mine = key_matches(df, case.pk, key).sort("lsn")
+        mine = with_images(key_matches(df, case.pk, key).sort("lsn"))
         assert mine["op"].to_list() == ["c", "u", "d"], (case.system, mine)
         assert mine.select(["partition", "offset"]).n_unique() == 3
         for lsn in mine["lsn"]:
@@ -195,7 +195,7 @@ def test_pre_existing_rows_arrive_as_snapshot_reads(stack: Settings, tmp_path: P
         assert set(keys) >= existing
         assert keys.n_unique() == reads.height  # once each
         assert (reads["snapshot"] != "false").all()
-        assert reads["before"].is_null().all()
+        assert with_images(reads)["before"].is_null().all()
     finally:
         client.delete(connector.name)
         _drop_slot(stack, tag)

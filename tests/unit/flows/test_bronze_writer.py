@@ -5,13 +5,14 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from cdc.envelope import decode_batch, raw_batch
 from core.errors import TerminalError
 from core.events import ChangeBatch
 from flows.bronze import BackgroundBronzeWriter, BronzeWriter, Quarantine
 from flows.engine.durable import DurableOffsets
-from sinks.delta.bronze import bronze_path
+from sinks.delta.bronze import BRONZE_SCHEMA, batch_to_arrow, bronze_path, with_images
 from sinks.delta.quarantine import quarantine_path
 from tests.unit.cdc.test_envelope import TOPIC, value
 
@@ -38,9 +39,35 @@ def test_rows_land_in_the_source_tables_bronze_table(tmp_path: Path) -> None:
     assert df["offset"].sort().to_list() == list(range(100))
     row = df.filter(pl.col("offset") == 3).row(0, named=True)
     assert row["op"] == "c" and row["lsn"] == 24_023_128 and row["topic"] == TOPIC
-    assert json.loads(row["after"]) == {"id": 3, "name": "Ærø 東京"}
+    assert json.loads(row["envelope"])["after"] == {"id": 3, "name": "Ærø 東京"}
     assert str(df.schema["source_ts"]) == "Datetime(time_unit='us', time_zone='UTC')"
     assert json.loads(row["envelope"])["source"]["table"] == "contacts"
+    # the images are stored once, inside the envelope; with_images reads them back as columns
+    assert df.columns == BRONZE_SCHEMA.names
+    imaged = with_images(df).filter(pl.col("offset") == 3).row(0, named=True)
+    assert json.loads(imaged["after"]) == {"id": 3, "name": "Ærø 東京"} and imaged["before"] is None
+
+
+def test_rows_returned_for_mapping_carry_the_images(tmp_path: Path) -> None:
+    tables = make_writer(tmp_path).write(batch(range(0, 5)))
+    (rows,) = tables.values()
+    assert rows.column_names == [*BRONZE_SCHEMA.names, "before", "after"]
+    assert json.loads(rows.column("after")[2].as_py()) == {"id": 2, "name": "Ærø 東京"}
+    slim = BronzeWriter(tmp_path / "slim", Quarantine(tmp_path / "slim", dlq=None), images=False)
+    (rows,) = slim.write(batch(range(0, 5))).values()
+    assert rows.column_names == BRONZE_SCHEMA.names
+
+
+def test_a_table_written_with_image_columns_keeps_taking_appends(tmp_path: Path) -> None:
+    """Bronze tables of earlier versions stored before/after as columns: appends go on, old rows keep them."""
+    path = bronze_path(tmp_path, "crm", "public", "contacts")
+    old = batch_to_arrow(batch(range(0, 3)))  # with the image columns, as the old writer stored them
+    write_deltalake(str(path), old, partition_by=["ingest_date"])
+    make_writer(tmp_path).write(batch(range(3, 6)))
+    df = pl.read_delta(str(path)).sort("offset")
+    assert df["offset"].to_list() == list(range(6))
+    assert df["after"].is_null().to_list() == [False] * 3 + [True] * 3
+    assert with_images(df)["after"].is_null().sum() == 0
 
 
 def test_replay_after_crash_is_exactly_once(tmp_path: Path) -> None:
