@@ -104,6 +104,10 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+#: Allocations between two young-generation garbage collections in a dataflow process.
+GC_GEN0_THRESHOLD = 50_000
+
+
 def run_in_process(
     flow: Dataflow,
     *,
@@ -126,6 +130,11 @@ def run_in_process(
     # of the garbage collector's generations keeps the full collections that the per-batch
     # allocations trigger from rescanning it again and again.
     gc.freeze()
+    # The hot path allocates tens of thousands of container objects per batch (Kafka messages,
+    # tuples, lists) that reference counting frees; none form cycles. At the default threshold of
+    # 700 allocations a 20k-message batch triggered ~25 young collections, each traversing the
+    # batch's live messages: ~1.5-2.3 CPU-s per 1M messages in the bronze flow, ~0.3-0.6 at 50k.
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 10)
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=workers,
