@@ -14,12 +14,15 @@ depend on the orchestrator's state:
 
 The timer starts before the first consumer is created and stops after the last message is
 handled. The consumer configuration is the bronze source's (no consumer group, librdkafka defaults
-otherwise). The result is one JSON line on stdout.
+otherwise), and so is the garbage collector's threshold (``flows.engine.runner``): the per-message
+allocations cost the ceiling as much as the dataflow, so both get the same setting. The result is
+one JSON line on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -30,6 +33,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from cdc.envelope import decode_batch
 from core.events import RawBatch
+from flows.engine.runner import GC_GEN0_THRESHOLD
 
 MODES = ("parse", "consume", "parse-pp")
 POLL_MESSAGES = 10_000
@@ -197,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ends", required=True, help="partition:low:high,...")
     p.add_argument("--mode", choices=MODES, required=True)
     args = p.parse_args(argv)
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 10)  # as run_in_process does for the dataflow
     result = run(args.bootstrap, args.topic, parse_ends(args.ends), mode=args.mode)
     print(json.dumps(result), flush=True)
     return 0
