@@ -1,9 +1,16 @@
-"""Where a bronze worker's time goes, measured with wall-clock timers around each stage.
+"""Where a bronze worker's time goes, measured with timers around each stage.
 
 cProfile slows per-call-heavy code (the per-message loops) far more than the Rust and C parts, so
 its percentages mislead. This instrumentation wraps only a few coarse functions with
-``time.perf_counter`` (about a microsecond per batch) and counts the cyclic garbage collector's
-pauses via ``gc.callbacks``. Everything not inside a wrapped stage is Bytewax and idle time.
+``time.perf_counter`` and ``time.thread_time`` (wall and the calling thread's CPU, about a
+microsecond per batch) and counts the cyclic garbage collector's pauses via ``gc.callbacks``.
+
+The bronze flow runs on two threads per process: the worker thread polls (``source.next_batch``),
+decodes and builds the Arrow rows (``worker.prepare``), then waits for the previous batch's commit
+(``worker.wait_commit``); the commit thread appends (``commit.append``, of which
+``commit.write_deltalake`` is the Parquet write and Delta commit, in Rust: its CPU is spent on
+delta-rs's own threads, so only the wall time says much). On the worker thread, everything not
+inside a wrapped stage is Bytewax and idle time.
 
 Installed by ``bench.bronze.worker --stage-times PATH`` before the flow is built; the totals are
 written to ``PATH`` as JSON when the worker stops.
@@ -22,28 +29,29 @@ from typing import Any
 import flows.bronze as bronze_flow
 import sinks.delta.appender as appender_mod
 from flows.engine.kafka_source import KafkaBatchPartition
-from sinks.delta.appender import IdempotentAppender
 
 TOTALS: dict[str, float] = {}
+CPU: dict[str, float] = {}
 COUNTS: dict[str, int] = {}
 _first_at: list[float] = []
 _gc_started: dict[int, float] = {}
 
 
-def _add(name: str, seconds: float) -> None:
+def _add(name: str, seconds: float, cpu: float = 0.0) -> None:
     TOTALS[name] = TOTALS.get(name, 0.0) + seconds
+    CPU[name] = CPU.get(name, 0.0) + cpu
     COUNTS[name] = COUNTS.get(name, 0) + 1
 
 
 def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         if not _first_at:
             _first_at.append(started)
         try:
             return fn(*args, **kwargs)
         finally:
-            _add(name, time.perf_counter() - started)
+            _add(name, time.perf_counter() - started, time.thread_time() - cpu)
 
     return wrapper
 
@@ -62,18 +70,19 @@ def install() -> None:
         "source.next_batch", KafkaBatchPartition.next_batch
     )
     bronze_flow.decode = _timed("decode", bronze_flow.decode)
-    b2a = bronze_flow.batch_to_arrow  # type: ignore[attr-defined]
-    bronze_flow.batch_to_arrow = _timed("write.batch_to_arrow", b2a)  # type: ignore[attr-defined]
-    bronze_flow.BronzeWriter.write = _timed(  # type: ignore[method-assign]
-        "write (all)", bronze_flow.BronzeWriter.write
+    bronze_flow.BronzeWriter.prepare = _timed(  # type: ignore[method-assign]
+        "worker.prepare", bronze_flow.BronzeWriter.prepare
     )
-    IdempotentAppender.append = _timed(  # type: ignore[method-assign]
-        "write.delta_append (all)", IdempotentAppender.append
+    bronze_flow.BackgroundBronzeWriter.flush = _timed(  # type: ignore[method-assign]
+        "worker.wait_commit", bronze_flow.BackgroundBronzeWriter.flush
+    )
+    bronze_flow.BronzeWriter.append = _timed(  # type: ignore[method-assign]
+        "commit.append", bronze_flow.BronzeWriter.append
     )
     wdl = appender_mod.write_deltalake  # type: ignore[attr-defined]
-    appender_mod.write_deltalake = _timed("write.delta_append.write_deltalake", wdl)  # type: ignore[attr-defined]
+    appender_mod.write_deltalake = _timed("commit.write_deltalake", wdl)  # type: ignore[attr-defined]
     obs = bronze_flow.observe_many  # type: ignore[attr-defined]
-    bronze_flow.observe_many = _timed("write.metrics", obs)  # type: ignore[attr-defined]
+    bronze_flow.observe_many = _timed("commit.metrics", obs)  # type: ignore[attr-defined]
     gc.callbacks.append(_on_gc)
 
 
@@ -82,6 +91,9 @@ def dump(path: Path) -> None:
     span = time.perf_counter() - _first_at[0] if _first_at else 0.0
     doc = {
         "span_s": round(span, 3),
-        "stages": {k: {"s": round(v, 3), "calls": COUNTS[k]} for k, v in sorted(TOTALS.items())},
+        "stages": {
+            k: {"s": round(v, 3), "cpu_s": round(CPU[k], 3), "calls": COUNTS[k]}
+            for k, v in sorted(TOTALS.items())
+        },
     }
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
