@@ -258,6 +258,8 @@ class ResourceService:
         try:
             with self.store.transaction(by) as tx:
                 guarded = _WriteGuard(tx)
+                ids = [p.external_id for _, p in parsed if not isinstance(p, ApiError)]
+                guarded.prefetch(self.spec, list(dict.fromkeys(ids)))
 
                 def in_batch(external_id: str, fields: Row, if_match: str | None) -> Result:
                     return self._upsert_in(
@@ -318,30 +320,56 @@ class _WriteGuard:
     In a batch transaction a refusal of the checks fails one item and the transaction goes on; a
     failed write must end the transaction instead (PostgreSQL has aborted it). Wrapping the writes
     keeps the two apart without relying on the error types, which both kinds share.
+
+    :meth:`prefetch` reads (and locks) the rows of every external id of the batch with one statement
+    up front; :meth:`find` then answers those ids from memory, kept current by this guard's own
+    writes (one SELECT ... FOR UPDATE per item was a third of a batch's statements).
     """
 
     def __init__(self, tx: Tx) -> None:
         self._tx = tx
+        self._spec: ResourceSpec | None = None
+        self._known: dict[Any, Row | None] = {}
+
+    def prefetch(self, spec: ResourceSpec, external_ids: Sequence[Any]) -> None:
+        """Read and lock ``spec``'s rows with these external ids (missing ones are remembered too)."""
+        found = self._tx.find_all(spec, "external_id", external_ids, lock=True)
+        self._spec = spec
+        self._known = {x: found.get(x) for x in external_ids}
+
+    def _remember(self, spec: ResourceSpec, row: Row) -> Row:
+        if spec is self._spec and row.get("external_id") is not None:
+            self._known[row["external_id"]] = row
+        return row
 
     def get(self, spec: ResourceSpec, key: Any, *, lock: bool = False) -> Row | None:
         """As :meth:`Tx.get`."""
         return self._tx.get(spec, key, lock=lock)
 
     def find(self, spec: ResourceSpec, column: str, value: Any, *, lock: bool = False) -> Row | None:
-        """As :meth:`Tx.find`."""
+        """As :meth:`Tx.find` (answered from :meth:`prefetch` where it can)."""
+        if spec is self._spec and column == "external_id" and value in self._known:
+            row = self._known[value]
+            return dict(row) if row is not None else None
         return self._tx.find(spec, column, value, lock=lock)
+
+    def find_all(
+        self, spec: ResourceSpec, column: str, values: Sequence[Any], *, lock: bool = False
+    ) -> dict[Any, Row]:
+        """As :meth:`Tx.find_all`."""
+        return self._tx.find_all(spec, column, values, lock=lock)
 
     def insert(self, spec: ResourceSpec, values: Row) -> Row:
         """As :meth:`Tx.insert`; a failure ends the batch transaction."""
         try:
-            return self._tx.insert(spec, values)
+            return self._remember(spec, self._tx.insert(spec, values))
         except Exception as exc:
             raise _WriteFailedError(str(exc)) from exc
 
     def update(self, spec: ResourceSpec, key: Any, values: Row) -> Row:
         """As :meth:`Tx.update`; a failure ends the batch transaction."""
         try:
-            return self._tx.update(spec, key, values)
+            return self._remember(spec, self._tx.update(spec, key, values))
         except Exception as exc:
             raise _WriteFailedError(str(exc)) from exc
 

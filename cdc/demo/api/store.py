@@ -89,6 +89,15 @@ class Tx(Protocol):
         """The row whose unique ``column`` equals ``value``."""
         ...
 
+    def find_all(
+        self, spec: ResourceSpec, column: str, values: Sequence[Any], *, lock: bool = False
+    ) -> dict[Any, Row]:
+        """The rows whose unique ``column`` is one of ``values``, by that value (absent: no row).
+
+        With ``lock`` the rows are locked in primary-key order, as concurrent batches must.
+        """
+        ...
+
     def insert(self, spec: ResourceSpec, values: Row) -> Row:
         """Insert ``values`` (plus ``spec.on_insert``); the stored row."""
         ...
@@ -189,6 +198,25 @@ class PgTx:
             ),
         )
         return self._one(query, (value,))
+
+    def find_all(
+        self, spec: ResourceSpec, column: str, values: Sequence[Any], *, lock: bool = False
+    ) -> dict[Any, Row]:
+        """The rows whose unique ``column`` is one of ``values``, by that value: one statement."""
+        if not values:
+            return {}
+        query = self._statement(
+            (spec.qualified, "find_all", column, lock),
+            lambda: sql.SQL("SELECT {cols} FROM {t} WHERE {c} = ANY(%s) ORDER BY {k}{lock}").format(
+                cols=_cols(spec),
+                t=_ident(spec),
+                c=sql.Identifier(column),
+                k=sql.Identifier(spec.key),
+                lock=sql.SQL(" FOR UPDATE" if lock else ""),
+            ),
+        )
+        rows = self._conn.execute(query, (list(values),)).fetchall()
+        return {row[column]: dict(row) for row in rows}
 
     def insert(self, spec: ResourceSpec, values: Row) -> Row:
         """Insert ``values`` (plus ``spec.on_insert``); the stored row."""
@@ -505,6 +533,16 @@ class _MemoryTx:
             if row.get(column) == value:
                 return copy.deepcopy(row)
         return None
+
+    def find_all(
+        self, spec: ResourceSpec, column: str, values: Sequence[Any], *, lock: bool = False
+    ) -> dict[Any, Row]:
+        wanted = set(values)
+        return {
+            row[column]: copy.deepcopy(row)
+            for row in self._s.tables[spec.name].values()
+            if row.get(column) in wanted
+        }
 
     def _check(self, spec: ResourceSpec, row: Row) -> None:
         for column in spec.not_null | {spec.key, "version"}:
