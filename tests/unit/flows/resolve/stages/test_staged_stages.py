@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cdc.demo.world import make_person
 from core.golden import Cause, RecordChange
+from flows.resolve.config import TermFrequencies, TermFrequencyTable
 from flows.resolve.stages.blocks import BlockStage
 from flows.resolve.stages.cluster import ClusterStage
 from flows.resolve.stages.context import StageContext
@@ -32,6 +35,7 @@ from flows.resolve.stages.protocol import (
 from flows.resolve.stages.records import RecordStage, ValueStage, split_batch
 from tests.unit.flows.resolve.resolve_helpers import person, person_config
 from tests.unit.flows.resolve.test_golden import FIELDS, SURVIVORSHIP
+from tests.unit.flows.resolve.test_operator import customer
 
 ANNA = person("Anna Weber", "berlin", "1990-01-02", "anna@x.org")
 ANNA2 = person("Anna Weber", "berlin", "1990-01-02", None)
@@ -177,12 +181,28 @@ def test_pair_stage_scores_a_pair_once_whatever_the_number_of_supporting_shards(
 
 
 def test_pair_breakdown_matches_the_scorers_explanation() -> None:
-    c = ctx(1, comparisons=person_config().model_dump()["comparisons"])
-    fa, fb = c.extract(ANNA), c.extract(ANNA2)
-    w, details = c.scorer.explain(fa, fb)
-    lv, _ = c.scorer.score_features([fa], [fb])
-    got = c.scorer.link_comparisons(lv[0].tobytes(), c.scorer.tf_adjustments(fa, lv[0].tolist()))
-    assert got == tuple((d.comparison, d.level, d.weight + d.tf_adjustment) for d in details)
+    """Links rebuilt from stored levels + tf adjustments equal ``explain`` (the customer config has
+    term-frequency levels)."""
+    base = StageContext.from_config_dir(Path("config"), "customer", 1)
+    people = [make_person(i, 3, org_count=10) for i in range(1, 4)]
+    names = {base.extract(customer(p, "crm"))[base.extract.index["name"]] for p in people}
+    cities = {base.extract(customer(p, "crm"))[base.extract.index["city"]] for p in people}
+    tables = {
+        "name": TermFrequencyTable(total=1000, counts={n: 7 for n in names if n}),
+        "city": TermFrequencyTable(total=1000, counts={n: 90 for n in cities if n}),
+    }
+    matching = base.matching.model_copy(update={"term_frequencies": TermFrequencies(tables=tables)})
+    c = StageContext(matching, base.survivorship, 1)
+    seen_tf = False
+    for p in people:
+        fa, fb = c.extract(customer(p, "crm")), c.extract(customer(p, "shop"))
+        w, details = c.scorer.explain(fa, fb)
+        lv, ws = c.scorer.score_features([fa], [fb])
+        got = c.scorer.link_comparisons(lv[0].tobytes(), c.scorer.tf_adjustments(fa, lv[0].tolist()))
+        assert got == tuple((d.comparison, d.level, d.weight + d.tf_adjustment) for d in details)
+        assert float(ws[0]) == w
+        seen_tf = seen_tf or any(d.tf_adjustment for d in details)
+    assert seen_tf
 
 
 # -- cluster and golden ------------------------------------------------------------------------------
