@@ -190,16 +190,40 @@ def _flow_child(args: argparse.Namespace) -> None:
         golden = resolve("resolve", up, config_dir=Path(args.config_dir))
     op.output("out", golden, _Sink())
     addresses = [f"127.0.0.1:{args.port + i}" for i in range(parts)] if parts > 1 else []
+    recovery = None
+    if args.recovery:
+        from bytewax.recovery import RecoveryConfig
+
+        recovery = RecoveryConfig(args.recovery)
     ready = time.perf_counter()
-    cluster_main(flow, addresses, args.proc, epoch_interval=timedelta(seconds=10))  # type: ignore[no-untyped-call]
+    cluster_main(  # type: ignore[no-untyped-call]
+        flow, addresses, args.proc, epoch_interval=timedelta(seconds=5), recovery_config=recovery
+    )
     if args.proc == 0:
         print(json.dumps({"run_s": time.perf_counter() - ready}), flush=True)
 
 
 def run_flow(
-    mode: str, processes: int, data: Path, config_dir: Path, key_groups: int, port: int
+    mode: str,
+    processes: int,
+    data: Path,
+    config_dir: Path,
+    key_groups: int,
+    port: int,
+    recovery: Path | None = None,
 ) -> dict[str, Any]:
-    """One flow run: wall seconds from "flow built" (process 0) and CPU seconds of all processes."""
+    """One flow run: wall seconds from "flow built" (process 0) and CPU seconds of all processes
+    (``recovery``: a fresh recovery store there, snapshots every 5 s epoch)."""
+    extra: list[str] = []
+    if recovery is not None:
+        import shutil
+
+        from bytewax.recovery import init_db_dir
+
+        shutil.rmtree(recovery, ignore_errors=True)
+        recovery.mkdir(parents=True)
+        init_db_dir(recovery, max(processes, 2))
+        extra = ["--recovery", str(recovery)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs = []
     for proc in range(processes):
@@ -222,6 +246,7 @@ def run_flow(
             str(key_groups),
             "--port",
             str(port),
+            *extra,
         ]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
     outs = [p.communicate()[0] for p in procs]
@@ -242,6 +267,10 @@ def main() -> None:
     p.add_argument("--flows", action="store_true", help="also run the Bytewax flows (1 and 2 processes)")
     p.add_argument("--flow-records", type=int, default=60_000)
     p.add_argument("--no-inprocess", action="store_true")
+    p.add_argument(
+        "--with-recovery", action="store_true", help="flows: also 1-process runs with a recovery store"
+    )
+    p.add_argument("--only-recovery", action="store_true", help="flows: only the recovery runs")
     p.add_argument("--quiet-wait", type=float, default=5.0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     # child process of a flow run
@@ -252,6 +281,7 @@ def main() -> None:
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--config-dir", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=2101, help=argparse.SUPPRESS)
+    p.add_argument("--recovery", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         _flow_child(args)
@@ -334,7 +364,25 @@ def main() -> None:
             with open(empty, "wb") as f:
                 pickle.dump([], f)
             port = 2101
-            for procs in (1, 2):
+            if args.with_recovery:
+                for mode in ("single", "staged"):
+                    rec_runs = []
+                    for k in range(args.runs):
+                        port += 10
+                        wait_quiet()
+                        rec_runs.append(
+                            run_flow(mode, 1, data, cfg_dir, args.key_groups, port, Path(tmp) / "recovery")
+                        )
+                        r = rec_runs[-1]
+                        took = f"{r['run_s']:.1f} s, cpu {r['cpu_s']:.1f} s"
+                        echo(f"flow {mode} -p 1 with recovery, run {k + 1}: {took}")
+                    run_s = statistics.median(r["run_s"] for r in rec_runs)
+                    flows[f"{mode}_p1_recovery"] = {
+                        "run_s": run_s,
+                        "rec_per_s": args.flow_records / run_s,
+                        "cpu_s_with_startup": statistics.median(r["cpu_s"] for r in rec_runs),
+                    }
+            for procs in (1, 2) if not args.only_recovery else ():
                 for mode in ("single", "staged"):
                     base_runs, full_runs = [], []
                     for k in range(args.runs):
@@ -358,7 +406,7 @@ def main() -> None:
                         "cpu_s": cpu,
                         "rec_per_cpu_s": args.flow_records / cpu,
                     }
-        for procs in (1, 2):
+        for procs in (1, 2) if not args.only_recovery else ():
             flows[f"cpu_ratio_staged_vs_single_p{procs}"] = (
                 flows[f"staged_p{procs}"]["cpu_s"] / flows[f"single_p{procs}"]["cpu_s"]
             )
