@@ -153,6 +153,14 @@ RESOLVE_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+RESOLVE_STAGE_SECONDS = Histogram(
+    "goldstream_resolve_stage_seconds",
+    "Duration of one activation of a staged-resolution step (records, blocks, pairs, cluster,"
+    " values, golden) for one key group.",
+    ["entity", "stage"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
 
 def observe_many(histogram: Histogram, values: npt.ArrayLike, **labels: str) -> None:
     """Observe many values at once.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -68,6 +68,15 @@ class DataflowSettings(StrictModel):
     written together: fewer commits, less CPU taken from the critical path."""
     metrics_port: Port = 9464
     dlq_topic: str = "goldstream.dlq"
+    resolve_mode: Literal["single", "staged"] = "single"
+    """How the ingest flow resolves entities: ``single``, one step per entity type
+    (:mod:`flows.resolve.operator`), or ``staged``, the parallel stages of DESIGN.md (records, blocks,
+    pairs keyed by key group, clustering by entity type, golden records by golden id:
+    :mod:`flows.resolve.staged_operator`). Both give the same clusters and golden records; a
+    recovery store written by one cannot be resumed by the other."""
+    resolve_key_groups: Annotated[int, Field(ge=1, le=4096)] = 16
+    """Key groups per keyed step of the staged resolution (the most workers each step can use).
+    Fixed when the ingest flow's recovery store is created, like ``recovery_partitions``."""
 
 
 ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]

@@ -9,7 +9,10 @@
       -> RecordChange batches                      the silver state of every key the batch touched,
                                                    minus the echo of our own pushes (flows.propagate.echo)
       -> resolve  (flows.resolve.operator)         keyed by entity type: matching, clustering, golden
-                                                   records (entities with matching + survivorship config)
+                                                   records (entities with matching + survivorship config);
+                  or (flows.resolve.staged_operator) with dataflow.resolve_mode: staged, the parallel
+                                                   stages: records, blocks, pairs (key groups), cluster
+                                                   (entity type), values, golden (golden id key groups)
       -> golden_publish                            the golden.<entity> topic (what propagation waits for)
       -> gold (flows.engine.background)            gold Delta tables on a writer thread per entity;
                                                    what is not yet written is in the recovery snapshot
@@ -60,6 +63,7 @@ from flows.engine.background import BackgroundWriter, write_in_background
 from flows.engine.sink import WriterSink
 from flows.propagate.echo import EchoFilter
 from flows.resolve.operator import resolve
+from flows.resolve.staged_operator import resolve_staged
 from sinks.delta.gold import GoldWriter
 from sinks.delta.silver import SilverWriter, read_rows, split_invalid
 from sinks.delta.silver_batch import data_columns
@@ -486,7 +490,15 @@ def build_ingest_flow(
     topics = {e: settings.propagation.topics.get(e, golden_topic(e)) for e in entities}
     if publish:
         ensure_topics(bootstrap, list(topics.values()), partitions=settings.kafka.topic_partitions)
-    golden = resolve("resolve", changed, config_dir=settings.config_dir)
+    if settings.dataflow.resolve_mode == "staged":
+        golden = resolve_staged(
+            "resolve",
+            changed,
+            config_dir=settings.config_dir,
+            key_groups=settings.dataflow.resolve_key_groups,
+        )
+    else:
+        golden = resolve("resolve", changed, config_dir=settings.config_dir)
     if publish:
         publishers = PerWorker(lambda: GoldenPublish(bootstrap, topics))
         golden = op.map("golden_publish", golden, lambda b: publishers.get().publish(b))

@@ -10,7 +10,11 @@
 * :mod:`.survivorship` -- golden records from cluster members, with per-field provenance;
 * :mod:`.golden` -- the golden book: record changes -> versioned golden records, crosswalk, links,
   lineage (:class:`~core.golden.GoldBatch`);
-* :mod:`.operator` -- the Bytewax wiring of the golden book (imported on its own: it needs Bytewax).
+* :mod:`.stages` -- the same resolution as parallel dataflow stages (records, blocks, pairs keyed by
+  key group; clustering by entity type; values and golden records by key group), pure functions
+  with a completeness protocol, and an in-process driver for any message interleaving;
+* :mod:`.operator` -- the Bytewax wiring of the golden book, and :mod:`.staged_operator` of the
+  stages (each imported on its own: they need Bytewax).
 """
 
 from flows.resolve.config import (

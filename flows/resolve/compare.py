@@ -17,6 +17,7 @@ gives less evidence than an average one and a rare value more.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -560,6 +561,39 @@ class Scorer:
                 adj = lvl.tf.adjustment(a[lvl.tf_feature]) if a[lvl.tf_feature] is not None else 0.0
             details.append(LevelDetail(comp.name, comp.levels[i].label, lvl.weight, adj))
         return float(w[0]), details
+
+    def tf_adjustments(self, features: Features, levels: bytes | Sequence[int]) -> bytes:
+        """The term-frequency adjustments a pair earned, packed (``float64`` per level with ``tf``,
+        in plan order; ``b""`` when all are zero). ``features`` are the pair's first record's, as
+        :meth:`explain` takes them: with :meth:`link_comparisons` this rebuilds the breakdown of a
+        stored edge without its records."""
+        plan = self._tf_plan
+        if not plan:
+            return b""
+        vals = [
+            tf.adjustment(features[f]) if levels[c] == i and features[f] is not None else 0.0
+            for c, i, f, tf in plan
+        ]
+        if not any(vals):
+            return b""
+        return struct.pack(f"<{len(vals)}d", *vals)
+
+    def link_comparisons(
+        self, levels: bytes | Sequence[int], tf: bytes = b""
+    ) -> tuple[tuple[str, str, float], ...]:
+        """``(comparison, level label, weight contribution)`` of a scored pair, as
+        :class:`~core.golden.LinkRecord` holds them (the level's log2 m/u plus its term-frequency
+        adjustment from :meth:`tf_adjustments`): equal to :meth:`explain`'s details of the pair."""
+        extra = [0.0] * len(self._levels)
+        if tf:
+            for (c, _, _, _), v in zip(
+                self._tf_plan, struct.unpack(f"<{len(self._tf_plan)}d", tf), strict=True
+            ):
+                extra[c] = v
+        return tuple(
+            (comp.name, comp.levels[int(i)].label, self._levels[c][int(i)].weight + extra[c])
+            for c, (comp, i) in enumerate(zip(self.comparisons, levels, strict=False))
+        )
 
     def level_labels(self, levels: bytes | Sequence[int]) -> dict[str, str]:
         """Comparison name -> level label, for a stored level vector."""

@@ -47,6 +47,7 @@ from flows.resolve.config import MatchingConfig, Overrides, load_matching_config
 from flows.resolve.events import EntityEvent
 from flows.resolve.resolver import Resolver
 from flows.resolve.survivorship import (
+    Group,
     Member,
     SurvivorshipConfig,
     build_golden,
@@ -167,13 +168,7 @@ class GoldenBook:
         self.fields: tuple[str, ...] = (
             tuple(fields) if fields is not None else golden_fields(self.entity, survivorship)
         )
-        grouped = {f for g in survivorship.groups.values() for f in g.fields}
-        self._groups = tuple(survivorship.groups.items())
-        self._rules = tuple(
-            (f, survivorship.attributes.get(f, survivorship.default).rule)
-            for f in self.fields
-            if f not in grouped
-        )
+        self._groups, self._rules = survivorship_plan(survivorship, self.fields)
         self.resolver = Resolver(matching)
         self._rec: dict[str, _Rec] = {}
         self._gold: dict[str, _Gold] = {}
@@ -398,41 +393,14 @@ class GoldenBook:
 
     def _build(self, members: Sequence[str]) -> tuple[dict[str, Any], dict[str, FieldProvenance]]:
         """Survivorship over ``members``: JSON-safe values and their provenance."""
-        fields, rec = self.fields, self._rec
-        if len(members) == 1:
-            return self._build_single(members[0])
-        ms = []
-        for rid in members:
-            source, ts_us, row, _, _ = rec[rid]
-            ts = _EPOCH + dt.timedelta(microseconds=ts_us)
-            ms.append(Member(rid, source, ts, dict(zip(fields, row, strict=True))))
-        golden = build_golden(ms, self.survivorship, fields)
-        values = {f: _json(v) for f, v in golden.values.items()}
-        prov = {
-            f: FieldProvenance(p.source, p.record_id, rec[p.record_id][1], p.rule, p.group, p.support)
-            for f, p in golden.provenance.items()
-        }
-        return values, prov
-
-    def _build_single(self, rid: str) -> tuple[dict[str, Any], dict[str, FieldProvenance]]:
-        """:func:`build_golden` of a one-record cluster, without the rule machinery (about half the
-        clusters are single records; a unit test checks it gives what ``build_golden`` gives)."""
-        source, ts_us, row, _, _ = self._rec[rid]
-        values: dict[str, Any] = {}
-        prov: dict[str, FieldProvenance] = {}
-        by_field = dict(zip(self.fields, row, strict=True))
-        for name, group in self._groups:
-            if any(_present(by_field.get(f)) for f in group.fields):
-                p = FieldProvenance(source, rid, ts_us, group.rule, name, 1.0)
-                for f in group.fields:
-                    values[f] = _json(by_field.get(f))
-                    prov[f] = p
-        for f, rule in self._rules:
-            v = by_field[f]
-            if _present(v):
-                values[f] = _json(v)
-                prov[f] = FieldProvenance(source, rid, ts_us, rule, None, 1.0)
-        return values, prov
+        rec = self._rec
+        return assemble(
+            self.fields,
+            self.survivorship,
+            self._groups,
+            self._rules,
+            [(rid, *rec[rid][:3]) for rid in members],
+        )
 
     def _score(self, rid: str, cluster: set[str]) -> float | None:
         """Probability of the record's strongest link inside its cluster (None: no link)."""
@@ -484,6 +452,74 @@ class GoldenBook:
                     out.append(LinkRecord(self.entity, gid, x.a, x.b, x.weight, x.probability, comps))
         out.sort(key=lambda link: (-link.weight, link.a, link.b))
         return out
+
+
+MemberRow = tuple[str, str, int, tuple[Any, ...]]
+"""One member for survivorship: (record id, source system, source ts in us, values in field order)."""
+
+
+def survivorship_plan(
+    survivorship: SurvivorshipConfig, fields: Sequence[str]
+) -> tuple[tuple[tuple[str, Group], ...], tuple[tuple[str, str], ...]]:
+    """The field groups, and the rule of every field outside a group, in field order."""
+    grouped = {f for g in survivorship.groups.values() for f in g.fields}
+    groups = tuple(survivorship.groups.items())
+    rules = tuple(
+        (f, survivorship.attributes.get(f, survivorship.default).rule) for f in fields if f not in grouped
+    )
+    return groups, rules
+
+
+def assemble(
+    fields: Sequence[str],
+    survivorship: SurvivorshipConfig,
+    groups: Sequence[tuple[str, Group]],
+    rules: Sequence[tuple[str, str]],
+    members: Sequence[MemberRow],
+) -> tuple[dict[str, Any], dict[str, FieldProvenance]]:
+    """Survivorship over ``members``: JSON-safe values and their provenance (``groups`` and ``rules``
+    from :func:`survivorship_plan`). Shared by :class:`GoldenBook` and the staged golden step."""
+    if len(members) == 1:
+        return _assemble_single(fields, groups, rules, members[0])
+    ms = []
+    ts_of = {}
+    for rid, source, ts_us, row in members:
+        ts = _EPOCH + dt.timedelta(microseconds=ts_us)
+        ts_of[rid] = ts_us
+        ms.append(Member(rid, source, ts, dict(zip(fields, row, strict=True))))
+    golden = build_golden(ms, survivorship, fields)
+    values = {f: _json(v) for f, v in golden.values.items()}
+    prov = {
+        f: FieldProvenance(p.source, p.record_id, ts_of[p.record_id], p.rule, p.group, p.support)
+        for f, p in golden.provenance.items()
+    }
+    return values, prov
+
+
+def _assemble_single(
+    fields: Sequence[str],
+    groups: Sequence[tuple[str, Group]],
+    rules: Sequence[tuple[str, str]],
+    member: MemberRow,
+) -> tuple[dict[str, Any], dict[str, FieldProvenance]]:
+    """:func:`build_golden` of a one-record cluster, without the rule machinery (about half the
+    clusters are single records; a unit test checks it gives what ``build_golden`` gives)."""
+    rid, source, ts_us, row = member
+    values: dict[str, Any] = {}
+    prov: dict[str, FieldProvenance] = {}
+    by_field = dict(zip(fields, row, strict=True))
+    for name, group in groups:
+        if any(_present(by_field.get(f)) for f in group.fields):
+            p = FieldProvenance(source, rid, ts_us, group.rule, name, 1.0)
+            for f in group.fields:
+                values[f] = _json(by_field.get(f))
+                prov[f] = p
+    for f, rule in rules:
+        v = by_field[f]
+        if _present(v):
+            values[f] = _json(v)
+            prov[f] = FieldProvenance(source, rid, ts_us, rule, None, 1.0)
+    return values, prov
 
 
 def load_file_overrides(config_dir: Path, entity: str) -> Overrides:

@@ -45,22 +45,23 @@ def wall_clock_us() -> int:
 
 
 class _Snapshot:
-    """A recovery snapshot of a book that pickles it only when (and if) asked to."""
+    """A recovery snapshot of a book (or any state object) that pickles it only when (and if)
+    asked to."""
 
     __slots__ = ("__weakref__", "_book", "_data")
 
-    def __init__(self, book: GoldenBook) -> None:
-        self._book: GoldenBook | None = book
+    def __init__(self, book: object) -> None:
+        self._book: object | None = book
         self._data: bytes | None = None
 
     def freeze(self) -> None:
-        """Pickle the book now (it is about to change) and let go of it."""
+        """Pickle the state now (it is about to change) and let go of it."""
         if self._data is None:
             self._data = pickle.dumps(self._book, protocol=pickle.HIGHEST_PROTOCOL)
             self._book = None
 
     def __reduce__(self) -> tuple[Callable[[bytes], object], tuple[bytes]]:
-        # Unpickles straight to the GoldenBook: the resume state handed to the builder.
+        # Unpickles straight to the state object: the resume state handed to the builder.
         self.freeze()
         assert self._data is not None
         return pickle.loads, (self._data,)

@@ -22,9 +22,9 @@ messages alone (``cluster_component`` reads edges, never records), golden record
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -394,51 +394,24 @@ class Resolver:
 
     def _component(self, seeds: Iterable[str]) -> set[str]:
         """Records connected to ``seeds`` by link edges or must-links."""
-        link = self._params.link_weight
-        seen: set[str] = set()
-        stack = [s for s in seeds if s in self.store]
-        while stack:
-            x = stack.pop()
-            if x in seen:
-                continue
-            seen.add(x)
-            for y, (w, _) in self.adj.get(x, {}).items():
-                if w >= link and y not in seen:
-                    stack.append(y)
-            for y in self.must.get(x, ()):
-                if y not in seen and y in self.store:
-                    stack.append(y)
-        return seen
+        return component(seeds, self.adj, self.must, self.store, self._params.link_weight)
 
     def _recluster(self, seeds: set[str], deleted: set[str], upserted: set[str]) -> list[EntityEvent]:
         """Re-cluster every component holding a seed, and every component sharing an old cluster with
         one of those, so that old clusters are either wholly re-clustered or untouched."""
-        members, golden_of, store = self.golden_members, self.golden_of, self.store
+        store, members, golden_of = self.store, self.golden_members, self.golden_of
         pending = {s for s in seeds if s in store}
         for r in deleted:
             pending.update(x for x in members.get(golden_of.get(r, ""), ()) if x in store)
-        region: set[str] = set()
-        new_clusters: list[tuple[str, ...]] = []
-        while pending:
-            for start in sorted(pending):
-                if start in region:
-                    continue
-                comp = self._component((start,))
-                region |= comp
-                if len(comp) == 1:
-                    new_clusters.append((start,))
-                else:
-                    new_clusters.extend(
-                        cluster_component(comp, self.adj, self._params, must=self.must, cannot=self.cannot)
-                    )
-            pending = {
-                x
-                for r in region
-                for x in members.get(golden_of.get(r, ""), ())
-                if x not in region and x in store
-            }
-        new_clusters.sort()
-        return self._assign(new_clusters, region, deleted, upserted)
+        region, comps = closure(
+            pending, self.adj, self.must, self.store, self.golden_of, self.golden_members, self._params
+        )
+        clusters = cluster_components(comps, self.adj, self._params, self.must, self.cannot)
+        return self._assign(clusters, region, deleted, upserted)
+
+    def mint(self) -> str:
+        """A new golden id (the next in this entity's sequence)."""
+        return self._mint()
 
     def _mint(self) -> str:
         self.sequence += 1
@@ -449,72 +422,7 @@ class Resolver:
     def _assign(
         self, clusters: list[tuple[str, ...]], region: set[str], deleted: set[str], upserted: set[str]
     ) -> list[EntityEvent]:
-        old_ids = sorted({self.golden_of[r] for r in region | deleted if r in self.golden_of})
-        index = {r: i for i, c in enumerate(clusters) for r in c}
-        claims: dict[int, list[str]] = {}
-        spread: dict[str, list[int]] = {}
-        retired: list[str] = []
-        for g in old_ids:
-            counts: dict[int, int] = {}
-            for r in self.golden_members[g]:
-                i = index.get(r)
-                if i is not None:
-                    counts[i] = counts.get(i, 0) + 1
-            if not counts:
-                retired.append(g)
-                continue
-            best = min(counts, key=lambda i: (-counts[i], clusters[i][0]))
-            claims.setdefault(best, []).append(g)
-            spread[g] = sorted(counts)
-        born = self.golden_born
-        new_id: dict[int, str] = {}
-        events: list[EntityEvent] = []
-        merged: list[EntityEvent] = []
-        for i in range(len(clusters)):
-            gs = sorted(claims.get(i, ()), key=lambda g: born[g])
-            if gs:
-                new_id[i] = gs[0]
-                if len(gs) > 1:
-                    merged.append(EntityEvent("MERGED", gs[0], others=tuple(gs[1:])))
-            else:
-                new_id[i] = self._mint()
-        for g, parts in spread.items():
-            others = tuple(sorted({new_id[i] for i in parts} - {g}))
-            if len(parts) > 1 and others:
-                events.append(EntityEvent("SPLIT", g, others=others))
-        events.extend(merged)
-        for g in retired:
-            events.append(EntityEvent("RETIRED", g))
-        # Rewrite membership for everything in the region.
-        moved = region | deleted
-        for g in old_ids:
-            kept = tuple(r for r in self.golden_members.pop(g) if r not in moved)
-            if kept:
-                self.golden_members[g] = kept
-        per_record: list[EntityEvent] = []
-        for r in sorted(deleted):
-            g_old = self.golden_of.pop(r, None)
-            if g_old is not None:
-                per_record.append(EntityEvent("REMOVED", g_old, record_id=r))
-        for i, c in enumerate(clusters):
-            g = new_id[i]
-            prior = self.golden_members.get(g, ())
-            self.golden_members[g] = tuple(sorted((*prior, *c))) if prior else c
-            for r in c:
-                prev = self.golden_of.get(r)
-                if prev != g or r in upserted:
-                    per_record.append(EntityEvent("ASSIGNED", g, record_id=r, previous_golden_id=prev))
-                self.golden_of[r] = g
-        for g in old_ids:
-            if g not in self.golden_members:
-                born.pop(g, None)
-        for r in sorted(upserted - region):
-            same = self.golden_of.get(r)
-            if same is not None:
-                per_record.append(EntityEvent("ASSIGNED", same, record_id=r, previous_golden_id=same))
-        per_record.sort(key=lambda e: (e.record_id or "", e.kind))
-        events.extend(per_record)
-        return events
+        return assign_golden(self, clusters, region, deleted, upserted)
 
     # -- overrides --------------------------------------------------------------------------
     @staticmethod
@@ -532,3 +440,169 @@ class Resolver:
                 s.discard(y)
                 if not s:
                     del table[x]
+
+
+# -- clustering and golden-id bookkeeping shared with the staged cluster step ------------------------
+
+
+class GoldenIds(Protocol):
+    """The record -> golden id bookkeeping :func:`assign_golden` updates."""
+
+    golden_of: dict[str, str]
+    golden_members: dict[str, tuple[str, ...]]
+    golden_born: dict[str, int]
+
+    def mint(self) -> str:
+        """A new golden id, younger than every existing one."""
+        ...
+
+
+def component(
+    seeds: Iterable[str],
+    adj: Mapping[str, Mapping[str, Edge]],
+    must: Mapping[str, Collection[str]],
+    live: Container[str],
+    link_weight: float,
+) -> set[str]:
+    """Live records connected to ``seeds`` by link edges or must-links."""
+    seen: set[str] = set()
+    stack = [s for s in seeds if s in live]
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        for y, (w, _) in adj.get(x, {}).items():
+            if w >= link_weight and y not in seen and y in live:
+                stack.append(y)
+        for y in must.get(x, ()):
+            if y not in seen and y in live:
+                stack.append(y)
+    return seen
+
+
+def closure(
+    pending: set[str],
+    adj: Mapping[str, Mapping[str, Edge]],
+    must: Mapping[str, Collection[str]],
+    live: Container[str],
+    golden_of: Mapping[str, str],
+    members: Mapping[str, tuple[str, ...]],
+    params: ClusterParams,
+) -> tuple[set[str], list[set[str]]]:
+    """The region to re-cluster for ``pending`` (live seeds): their components, and the components of
+    every record sharing an old cluster with one of those, until closed (so that old clusters are
+    either wholly re-clustered or untouched). Returns the region and its components."""
+    region: set[str] = set()
+    comps: list[set[str]] = []
+    while pending:
+        for start in sorted(pending):
+            if start in region:
+                continue
+            comp = component((start,), adj, must, live, params.link_weight)
+            region |= comp
+            comps.append(comp)
+        pending = {
+            x for r in region for x in members.get(golden_of.get(r, ""), ()) if x not in region and x in live
+        }
+    return region, comps
+
+
+def cluster_components(
+    comps: Iterable[set[str]],
+    adj: Mapping[str, Mapping[str, Edge]],
+    params: ClusterParams,
+    must: Mapping[str, Collection[str]],
+    cannot: Mapping[str, Collection[str]],
+) -> list[tuple[str, ...]]:
+    """:func:`~flows.resolve.cluster.cluster_component` of each component, all clusters sorted."""
+    out: list[tuple[str, ...]] = []
+    for comp in comps:
+        if len(comp) == 1:
+            out.append((next(iter(comp)),))
+        else:
+            out.extend(cluster_component(comp, adj, params, must=must, cannot=cannot))
+    out.sort()
+    return out
+
+
+def assign_golden(
+    ids: GoldenIds,
+    clusters: list[tuple[str, ...]],
+    region: set[str],
+    deleted: set[str],
+    upserted: set[str],
+) -> list[EntityEvent]:
+    """Give the re-clustered ``region`` its golden ids and return the entity events.
+
+    The oldest golden id claiming a cluster survives (MERGED names the others); an old id whose
+    records spread over several clusters keeps the cluster holding most of them (SPLIT names the new
+    ids); an id with no records left is RETIRED. ``deleted`` records leave (REMOVED); every record
+    of ``upserted`` gets an ASSIGNED event, moved or not.
+    """
+    old_ids = sorted({ids.golden_of[r] for r in region | deleted if r in ids.golden_of})
+    index = {r: i for i, c in enumerate(clusters) for r in c}
+    claims: dict[int, list[str]] = {}
+    spread: dict[str, list[int]] = {}
+    retired: list[str] = []
+    for g in old_ids:
+        counts: dict[int, int] = {}
+        for r in ids.golden_members[g]:
+            i = index.get(r)
+            if i is not None:
+                counts[i] = counts.get(i, 0) + 1
+        if not counts:
+            retired.append(g)
+            continue
+        best = min(counts, key=lambda i: (-counts[i], clusters[i][0]))
+        claims.setdefault(best, []).append(g)
+        spread[g] = sorted(counts)
+    born = ids.golden_born
+    new_id: dict[int, str] = {}
+    events: list[EntityEvent] = []
+    merged: list[EntityEvent] = []
+    for i in range(len(clusters)):
+        gs = sorted(claims.get(i, ()), key=lambda g: born[g])
+        if gs:
+            new_id[i] = gs[0]
+            if len(gs) > 1:
+                merged.append(EntityEvent("MERGED", gs[0], others=tuple(gs[1:])))
+        else:
+            new_id[i] = ids.mint()
+    for g, parts in spread.items():
+        others = tuple(sorted({new_id[i] for i in parts} - {g}))
+        if len(parts) > 1 and others:
+            events.append(EntityEvent("SPLIT", g, others=others))
+    events.extend(merged)
+    for g in retired:
+        events.append(EntityEvent("RETIRED", g))
+    # Rewrite membership for everything in the region.
+    moved = region | deleted
+    for g in old_ids:
+        kept = tuple(r for r in ids.golden_members.pop(g) if r not in moved)
+        if kept:
+            ids.golden_members[g] = kept
+    per_record: list[EntityEvent] = []
+    for r in sorted(deleted):
+        g_old = ids.golden_of.pop(r, None)
+        if g_old is not None:
+            per_record.append(EntityEvent("REMOVED", g_old, record_id=r))
+    for i, c in enumerate(clusters):
+        g = new_id[i]
+        prior = ids.golden_members.get(g, ())
+        ids.golden_members[g] = tuple(sorted((*prior, *c))) if prior else c
+        for r in c:
+            prev = ids.golden_of.get(r)
+            if prev != g or r in upserted:
+                per_record.append(EntityEvent("ASSIGNED", g, record_id=r, previous_golden_id=prev))
+            ids.golden_of[r] = g
+    for g in old_ids:
+        if g not in ids.golden_members:
+            born.pop(g, None)
+    for r in sorted(upserted - region):
+        same = ids.golden_of.get(r)
+        if same is not None:
+            per_record.append(EntityEvent("ASSIGNED", same, record_id=r, previous_golden_id=same))
+    per_record.sort(key=lambda e: (e.record_id or "", e.kind))
+    events.extend(per_record)
+    return events

@@ -50,6 +50,10 @@ def isolated_config(tmp: Path, settings: Settings, **dataflow: object) -> Path:
     doc["delta_root"] = str(tmp / "delta")
     doc["recovery_root"] = str(tmp / "recovery")
     doc["dataflow"] = {**doc.get("dataflow", {}), "metrics_port": free_port(), **dataflow}
+    # GOLDSTREAM_TEST_RESOLVE_MODE=staged runs the same tests against the staged resolution.
+    mode = os.environ.get("GOLDSTREAM_TEST_RESOLVE_MODE")
+    if mode and "resolve_mode" not in dataflow:
+        doc["dataflow"]["resolve_mode"] = mode
     path = tmp / "goldstream.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

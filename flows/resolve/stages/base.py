@@ -1,0 +1,60 @@
+"""What every keyed stage shares: its key, its compiled context, message ids and reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.resolve.stages.context import StageContext
+from flows.resolve.stages.protocol import Report, Routed, Sent, Tokens, stage_key
+
+
+class Stage:
+    """A key group's state and logic. :meth:`apply` takes the messages of one activation and
+    returns ``(destination key, message)`` pairs. The compiled context is not state: it is dropped
+    when pickling and re-attached (:meth:`attach`) after a restore."""
+
+    stage = "?"
+
+    def __init__(self, ctx: StageContext, key: str) -> None:
+        self.ctx: StageContext | None = ctx
+        self.key = key
+        self.n = 0
+        """Activations so far (message ids are unique per sender activation)."""
+
+    @property
+    def context(self) -> StageContext:
+        """The attached context."""
+        assert self.ctx is not None, "stage restored without attach()"
+        return self.ctx
+
+    def attach(self, ctx: StageContext) -> None:
+        """Re-attach the compiled config after unpickling."""
+        self.ctx = ctx
+
+    def apply(self, messages: list[Any]) -> list[Routed]:
+        """Process one activation's messages."""
+        raise NotImplementedError
+
+    def mid(self, dest: str) -> str:
+        """The id of this activation's message to ``dest``."""
+        return f"{self.key}#{self.n}>{dest}"
+
+    def report(self, received: Sent, sent: Sent, **effects: Any) -> Routed:
+        """The report of this activation to the cluster step."""
+        cluster = stage_key(self.context.entity, "c")
+        return cluster, Report(self.key, received, sent, **effects)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["ctx"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def union(tokens: list[Tokens]) -> Tokens:
+    """The tokens of several messages, once each, in a stable order."""
+    if len(tokens) == 1:
+        return tokens[0]
+    return tuple(sorted({t for ts in tokens for t in ts}))
