@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
@@ -84,19 +84,24 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
             return
         # timeout=0: only what librdkafka has already prefetched; never block the worker, other
         # partitions on it need their turn (next_awake paces us when idle).
-        for msg in self._consumer.consume(want, 0):
-            err = msg.error()
-            if err is not None:
-                self._on_error(err)
-                continue
-            if not self._offsets:
-                self._first_at = time.monotonic()
-            offset = msg.offset()
-            assert offset is not None  # only error events lack an offset, handled above
-            self._offsets.append(offset)
-            self._keys.append(msg.key())
-            self._values.append(msg.value())
-            self._ts.append(msg.timestamp()[1])
+        msgs = self._consumer.consume(want, 0)
+        if not msgs:
+            return
+        errors = [e for m in msgs if (e := m.error()) is not None]
+        for err in errors:
+            self._on_error(err)
+        if errors:
+            msgs = [m for m in msgs if m.error() is None]
+            if not msgs:
+                return
+        if not self._offsets:
+            self._first_at = time.monotonic()
+        # one comprehension per column: several times cheaper than four appends per message
+        # only error events lack an offset, and those were taken out above
+        self._offsets += cast("list[int]", [m.offset() for m in msgs])
+        self._keys += [m.key() for m in msgs]
+        self._values += [m.value() for m in msgs]
+        self._ts += [m.timestamp()[1] for m in msgs]
 
     def _on_error(self, err: KafkaError) -> None:
         code = err.code()
