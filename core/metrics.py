@@ -36,7 +36,9 @@ CONSUMER_LAG = Gauge(
 STAGE_SECONDS = Histogram(
     "goldstream_stage_batch_seconds",
     "Wall time one batch spends in a step of a dataflow. Ingest flow: bronze (raw log commit),"
-    " silver (mapping, MERGE and read-back), silver_read_back (the read-back alone), gold (gold"
+    " mapping (canonical mapping), silver (the current rows of the touched keys; the MERGEs run"
+    " beside the flow), silver_merge (one background MERGE), silver_read_back (reading rows back"
+    " after the queued MERGEs, for the keys that need it), gold (gold"
     " Delta tables), golden_publish (golden.<entity> topic, delivery confirmed). Propagation flow,"
     " per delivery unit: sync_intent (the pushed intents' commit), sync_send (the API calls),"
     " sync_record (sync_log, pushed and ledger commits).",
@@ -57,6 +59,13 @@ SILVER_ROWS = Counter(
     "Canonical changes handled by a silver writer, by outcome: applied (changed a row), stale (older"
     " than the row), superseded (a later change of the same key in the batch won), already_committed.",
     ["entity", "outcome"],
+)
+SILVER_ROWS_PATH = Counter(
+    "goldstream_silver_rows_resolved_total",
+    "Current silver rows handed to entity resolution, by how the ingest flow knew them: fast (the"
+    " batch's own newest change, newer than silver's: no read needed) or read_back (read from silver"
+    " after the queued MERGEs: late or replayed changes, unchanged-TOAST fields, truncates).",
+    ["path"],
 )
 SCHEMA_DRIFT = Counter(
     "goldstream_schema_drift_rows_total",

@@ -66,6 +66,10 @@ class DataflowSettings(StrictModel):
     """Least time between the starts of two gold Delta writes (golden changes reach the golden topic
     at once; the gold tables lag by up to this plus a write). Batches that arrive meanwhile are
     written together: fewer commits, less CPU taken from the critical path."""
+    silver_write_interval_s: Annotated[float, Field(ge=0, le=300)] = 0.0
+    """Least time between the starts of two silver MERGEs of one entity in the ingest flow (they run
+    beside the flow; entity resolution does not wait for them). 0: one starts as soon as the last
+    ended, with everything that queued up meanwhile."""
     metrics_port: Port = 9464
     dlq_topic: str = "goldstream.dlq"
     resolve_mode: Literal["single", "staged"] = "single"

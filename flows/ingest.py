@@ -3,11 +3,13 @@
     Kafka (one Bytewax partition per Kafka partition, batches)
       -> decode (cdc.envelope)                     tombstones/heartbeats counted, bad messages rejected
       -> bronze   (BronzeWriter)                   raw change log per source table, quarantine + DLQ
-      -> silver   (SilverStage)                    config/mappings -> canonical records -> silver MERGE;
+      -> mapping  (SilverStage)                    config/mappings -> canonical records;
                                                    mapping rejects -> quarantine (stage "mapping") + DLQ;
                                                    schema drift handled by each mapping's policy
-      -> RecordChange batches                      the silver state of every key the batch touched,
-                                                   minus the echo of our own pushes (flows.propagate.echo)
+      -> silver   (flows.silver_step)              keyed by entity: the MERGEs on a writer thread per
+                                                   silver table; passes on at once the silver state of
+                                                   every key the batch touched (RecordChange batches),
+      -> echo                                      minus the echo of our own pushes (flows.propagate.echo)
       -> resolve  (flows.resolve.operator)         keyed by entity type: matching, clustering, golden
                                                    records (entities with matching + survivorship config);
                   or (flows.resolve.staged_operator) with dataflow.resolve_mode: staged, the parallel
@@ -22,9 +24,11 @@ the at-least-once replay after a crash or a rescale changes nothing twice. Stage
 are ``map`` steps holding per-worker writers: items of one Kafka partition stay on one worker and in
 offset order, which the silver writer requires.
 
-What the resolve stage receives is read back from silver after the MERGE, not taken from the batch:
-silver's guard may have ignored a late or duplicated change, and TOAST placeholders are only filled
-there, so the silver row is the one truth about a record's current state.
+What the resolve stage receives is the silver row of each touched key as the MERGE leaves it, not
+the change as it came: silver's guard may ignore a late or duplicated change, and TOAST placeholders
+are only filled there. The silver step knows that row without waiting for the MERGE when the change
+is newer than anything silver holds for the key and carried every field; otherwise it waits for the
+queued MERGEs and reads the row back (see :mod:`flows.silver_step`).
 """
 
 from __future__ import annotations
@@ -42,18 +46,8 @@ from bytewax.dataflow import Dataflow
 
 from cdc.connectors import ConnectorFile
 from cdc.topics import ensure_topics
-from core.canonical import record_schema
 from core.events import ChangeBatch, Rejected
-from core.golden import (
-    Cause,
-    GoldBatch,
-    RecordChange,
-    combine_batches,
-    golden_topic,
-    json_value,
-    record_id,
-    split_record_id,
-)
+from core.golden import GoldBatch, RecordChange, combine_batches, golden_topic, split_record_id
 from core.metrics import EVENTS_IN, EVENTS_OUT, RETRIES, SCHEMA_DRIFT, SKIPPED, STAGE_SECONDS
 from core.retry import retry_transient
 from core.settings import Settings
@@ -64,19 +58,15 @@ from flows.engine.sink import WriterSink
 from flows.propagate.echo import EchoFilter
 from flows.resolve.operator import resolve
 from flows.resolve.staged_operator import resolve_staged
+from flows.silver_step import MappedRecords, SilverFeed, SilverLogic, concat_alike
 from sinks.delta.gold import GoldWriter
-from sinks.delta.silver import SilverWriter, read_rows, split_invalid
-from sinks.delta.silver_batch import data_columns
+from sinks.delta.silver import split_invalid
 from sinks.dlq import DeadLetterProducer
 from sinks.golden_topic import GoldenPublisher
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Lineage/state columns of a silver row that are not canonical attributes.
-_NOT_ATTRIBUTES = frozenset({"mapping_version", "extras", "unavailable"})
-_CAUSE_COLUMNS = ("source_key", "lsn", "source_ts", "topic", "partition", "offset")
 
 
 class PerWorker(Generic[T]):
@@ -157,57 +147,17 @@ def invalid_rejects(bad: pl.DataFrame, bronze: pl.DataFrame) -> tuple[Rejected, 
     return tuple(out)
 
 
-def record_changes(entity: str, rows: pl.DataFrame, cause_of: dict[str, Cause]) -> list[RecordChange]:
-    """Silver rows (soft-deleted included) as the resolve stage's input."""
-    attrs = [c for c in data_columns(rows.columns) if c not in _NOT_ATTRIBUTES]
-    out = []
-    for r in rows.iter_rows(named=True):
-        rid = record_id(r["source_system"], r["source_table"], r["source_key"])
-        ts = r["source_ts"]
-        ts_us = int(ts.timestamp() * 1_000_000) if ts is not None else 0
-        values = None
-        if not r["deleted"]:
-            values = {a: json_value(r[a]) for a in attrs}
-            # matching may compare a record's own key with another's reference (parent_ref);
-            # golden records only take the entity's attributes, so these never reach gold
-            values["source_system"], values["source_key"] = r["source_system"], r["source_key"]
-        cause = cause_of.get(r["source_key"]) or Cause(
-            rid, r["lsn"], ts_us, r["topic"], r["partition"], r["offset"]
-        )
-        out.append(RecordChange(entity, rid, r["source_system"], values, ts_us, cause))
-    return out
-
-
 BronzeTables = dict[tuple[str, str, str], pa.Table]
 """A batch's bronze rows per source table ``(system, schema, table)``."""
 
 
-def concat_alike(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
-    """``frames`` with each run of frames of one schema concatenated (order kept).
-
-    Frames of different schemas (a column added by drift between two batches) stay apart: filling
-    a missing column with nulls would overwrite stored values the change never carried.
-    """
-    runs: list[list[pl.DataFrame]] = []
-    for frame in frames:
-        if runs and runs[-1][0].schema == frame.schema:
-            runs[-1].append(frame)
-        else:
-            runs.append([frame])
-    # one concatenation per run (concatenating pairwise would copy the run once per frame)
-    return [run[0] if len(run) == 1 else pl.concat(run, how="vertical") for run in runs]
-
-
-def nonempty(changes: list[RecordChange]) -> list[list[RecordChange]]:
-    """One downstream item holding ``changes``, or none when nothing changed."""
-    return [changes] if changes else []
-
-
 class SilverStage:
-    """Maps bronze rows to canonical records, applies them to silver, reports what changed.
+    """Maps bronze rows to canonical records and hands them to silver.
 
-    ``resolve_entities``: entities whose changed records are read back and emitted for entity
-    resolution (others are only written to silver).
+    ``resolve_entities``: entities whose changed records are passed on to entity resolution (others
+    are only written to silver). In the ingest flow the mapping runs per worker (:meth:`map_many`)
+    and the silver step (:class:`~flows.silver_step.SilverLogic`) keyed by entity applies the
+    records; :meth:`apply_many` does both here, synchronously (tools and tests).
     """
 
     def __init__(
@@ -222,26 +172,34 @@ class SilverStage:
         self._mappings = mappings
         self._quarantine = quarantine
         self._resolve = frozenset(resolve_entities)
-        self._writers: dict[str, SilverWriter] = {}
+        self._feeds: dict[str, SilverFeed] = {}
         self._unmapped_logged: set[tuple[str, str, str]] = set()
-
-    def _writer(self, entity: str) -> SilverWriter:
-        if entity not in self._writers:
-            self._writers[entity] = SilverWriter(self._root, entity, schema=record_schema(entity))
-        return self._writers[entity]
 
     def apply(self, batch: ChangeBatch, tables: BronzeTables) -> list[RecordChange]:
         """Map and apply one decoded batch's bronze rows; return the changed records to resolve."""
         return self.apply_many([(batch, tables)])
 
     def apply_many(self, written: Sequence[tuple[ChangeBatch, BronzeTables]]) -> list[RecordChange]:
-        """Map the bronze rows of several decoded batches, then apply them to silver together.
+        """:meth:`map_many`, then apply to silver and wait for the MERGEs; the changed records."""
+        out: list[RecordChange] = []
+        for item in self.map_many(written):
+            feed = self._feeds.get(item.entity)
+            if feed is None:
+                feed = self._feeds[item.entity] = SilverFeed(
+                    self._root, item.entity, resolve=item.entity in self._resolve
+                )
+            out.extend(feed.apply(item))
+            feed.flush()
+        return out
+
+    def map_many(self, written: Sequence[tuple[ChangeBatch, BronzeTables]]) -> list[MappedRecords]:
+        """Map the bronze rows of several decoded batches; the valid records per entity.
 
         Each batch's rejects are quarantined with that batch's position. The records of one source
-        table from all the batches (the partitions of its topic read in one activation) go to silver
-        in one MERGE: with keys spread over the table a MERGE rewrites most of its files whatever
-        its size, so one MERGE per partition batch multiplied that cost on the critical path.
-        (Different partitions never hold the same key, and the MERGE orders by sequence anyway.)
+        table from all the batches (the partitions of its topic read in one activation) come out
+        together, so silver takes them in one MERGE: with keys spread over the table a MERGE
+        rewrites most of its files whatever its size. (Different partitions never hold the same
+        key, and the MERGE orders by sequence anyway.)
         """
         pending: dict[tuple[str, str, str], list[pl.DataFrame]] = {}
         entity_of: dict[tuple[str, str, str], str] = {}
@@ -251,11 +209,11 @@ class SilverStage:
                 if mapped is not None:
                     entity_of[ident], records = mapped
                     pending.setdefault(ident, []).append(records)
-        out: list[RecordChange] = []
-        for ident, frames in pending.items():
-            for records in concat_alike(frames):
-                out.extend(self._commit(entity_of[ident], records))
-        return out
+        return [
+            MappedRecords(entity_of[ident], records)
+            for ident, frames in pending.items()
+            for records in concat_alike(frames)
+        ]
 
     def _map(
         self, batch: ChangeBatch, ident: tuple[str, str, str], data: pa.Table
@@ -285,19 +243,6 @@ class SilverStage:
         EVENTS_OUT.labels(stage="canonical").inc(records.height)
         return (mapping.entity, records) if records.height else None
 
-    def _commit(self, entity: str, records: pl.DataFrame) -> list[RecordChange]:
-        writer = self._writer(entity)
-        result = retry_transient(
-            lambda: writer.apply(records),
-            operation=f"silver apply {entity}",
-            on_retry=lambda _e, _n: RETRIES.labels(operation="silver_apply").inc(),
-        )
-        EVENTS_OUT.labels(stage="silver").inc(result.rows_applied)
-        if entity not in self._resolve:
-            return []
-        with STAGE_SECONDS.labels(stage="silver_read_back").time():
-            return self._read_back(entity, records)
-
     def _report_drift(self, mapped: MappedBatch) -> None:
         for f in mapped.drift:
             SCHEMA_DRIFT.labels(
@@ -319,35 +264,10 @@ class SilverStage:
             version=batch.last_offset,
         )
 
-    def _read_back(self, entity: str, records: pl.DataFrame) -> list[RecordChange]:
-        """The silver rows of every key ``records`` touched (a truncate touches its whole table)."""
-        out: list[RecordChange] = []
-        path = self._writer(entity).path
-        for (system, table), part in records.group_by(["source_system", "source_table"]):
-            truncated = bool((part.get_column("op") == "t").any())
-            keys = None if truncated else part.get_column("source_key").drop_nulls().unique().to_list()
-            last = part.unique("source_key", keep="last", maintain_order=True)
-            causes = {
-                r["source_key"]: Cause(
-                    record_id(str(system), str(table), r["source_key"]),
-                    r["lsn"],
-                    int(r["source_ts"].timestamp() * 1_000_000),
-                    r["topic"],
-                    r["partition"],
-                    r["offset"],
-                )
-                for r in last.select(
-                    "source_key", "lsn", "source_ts", "topic", "partition", "offset"
-                ).iter_rows(named=True)
-                if r["source_key"] is not None
-            }
-            rows = read_rows(path, str(system), str(table), keys)
-            out.extend(record_changes(entity, rows, causes))
-        return out
-
 
 class IngestStage:
-    """The per-worker bronze + silver stage of the ingest flow.
+    """The per-worker bronze + mapping stage of the ingest flow (:meth:`map_many`), or bronze,
+    mapping and silver in one synchronous call (:meth:`process_many`: tools and tests).
 
     ``echo``: drops the echo of our own pushes to the CRM/ERP before it reaches matching (it is
     still written to bronze and silver: it is the target system's real state).
@@ -365,22 +285,35 @@ class IngestStage:
     def process_many(self, batches: Sequence[ChangeBatch]) -> list[RecordChange]:
         """:meth:`process` for the batches of one activation: bronze per batch (each commit carries
         its partition's offset), then silver once per source table for all of them."""
+        changes = self.silver.apply_many(self._bronze(batches))
+        return drop_echoes(self.echo, changes)
+
+    def map_many(self, batches: Sequence[ChangeBatch]) -> list[MappedRecords]:
+        """Bronze per batch, then the canonical records of all of them, per entity (for silver)."""
+        written = self._bronze(batches)
+        with STAGE_SECONDS.labels(stage="mapping").time():
+            return self.silver.map_many(written)
+
+    def _bronze(self, batches: Sequence[ChangeBatch]) -> list[tuple[ChangeBatch, BronzeTables]]:
         written: list[tuple[ChangeBatch, BronzeTables]] = []
         for batch in batches:
             with STAGE_SECONDS.labels(stage="bronze").time():
                 written.append((batch, self.bronze.write(batch)))
-        with STAGE_SECONDS.labels(stage="silver").time():
-            changes = self.silver.apply_many(written)
-        if self.echo is None or not changes:
-            return changes
-        return [c for c in changes if not self._is_echo(c)]
+        return written
 
-    def _is_echo(self, change: RecordChange) -> bool:
-        if change.values is None:
-            return False
-        assert self.echo is not None
-        system, _table, key = split_record_id(change.record_id)
-        return self.echo.is_echo(system, key, change.values)
+
+def drop_echoes(echo: EchoFilter | None, changes: list[RecordChange]) -> list[RecordChange]:
+    """``changes`` without the echo of our own pushes (deletes are never echoes)."""
+    if echo is None or not changes:
+        return changes
+    out = []
+    for change in changes:
+        if change.values is not None:
+            system, _table, key = split_record_id(change.record_id)
+            if echo.is_echo(system, key, change.values):
+                continue
+        out.append(change)
+    return out
 
 
 class GoldenPublish:
@@ -475,17 +408,27 @@ def build_ingest_flow(
         producer = DeadLetterProducer(bootstrap, dlq_topic) if dlq else None
         quarantine = Quarantine(root, producer)
         return IngestStage(
-            BronzeWriter(root, quarantine),
-            SilverStage(root, mappings, quarantine, resolve_entities=entities),
-            EchoFilter(root) if entities else None,
+            BronzeWriter(root, quarantine), SilverStage(root, mappings, quarantine, resolve_entities=entities)
         )
 
     stages = PerWorker(make_stage)
-    # flat_map_batch: the batches of all partitions read in one activation share their silver MERGEs
-    changed = op.flat_map_batch("bronze_silver", decoded, lambda bs: nonempty(stages.get().process_many(bs)))
+    # flat_map_batch: the batches of all partitions read in one activation are mapped together
+    mapped = op.flat_map_batch("bronze_map", decoded, lambda bs: stages.get().map_many(bs))
+    # one silver step per entity: its MERGEs on a writer thread, the touched rows passed on at once
+    keyed = op.key_on("silver_key", mapped, lambda m: m.entity)
+    silver_interval = settings.dataflow.silver_write_interval_s
+    silvered = op.stateful_batch(
+        "silver", keyed, lambda resume: SilverLogic(root, frozenset(entities), silver_interval, resume)
+    )
     if not entities:
-        op.output("done", changed, WriterSink(lambda _i, _n: _Discard()))
+        op.output("done", silvered, WriterSink(lambda _i, _n: _Discard()))
         return flow
+    echoes = PerWorker(lambda: EchoFilter(root))
+    changed = op.filter(
+        "changed",
+        op.map("echo", op.key_rm("silver_unkey", silvered), lambda cs: drop_echoes(echoes.get(), cs)),
+        bool,
+    )
     # propagation.topics overrides golden.<entity> for both ends (tests and side-by-side deployments)
     topics = {e: settings.propagation.topics.get(e, golden_topic(e)) for e in entities}
     if publish:

@@ -104,7 +104,7 @@ def demo(people: int = 500, seed: int = 42) -> Dataset:
     four systems' seed rows for ``(people, seed)`` (the seed command's defaults), serialised as
     Debezium snapshot reads, mapped by ``config/mappings`` (:func:`flows.canonical.map_batch`),
     checked against the silver contract, and turned into the resolver's input by the ingest flow's
-    own :func:`flows.ingest.record_changes` (so the record holds exactly the attributes the
+    own :func:`flows.silver_step.record_changes` (so the record holds exactly the attributes the
     resolver sees in production, and the ids are ``core.golden.record_id``). The label is the
     truth's ``person_id`` (``P...`` people, ``O...`` organisations).
     """
@@ -114,7 +114,7 @@ def demo(people: int = 500, seed: int = 42) -> Dataset:
     from core.golden import record_id
     from flows.canonical import compile_mappings, map_batch
     from flows.canonical.sample import Change, events_frame
-    from flows.ingest import record_changes
+    from flows.silver_step import record_changes
     from sinks.delta.silver_batch import split_invalid
 
     world = build_world(people, seed)
