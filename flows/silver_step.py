@@ -237,17 +237,16 @@ class SilverFeed:
             # a truncate touches the whole table; a table column the batch lacks keeps a value
             # only silver knows: read the rows back
             return [self._read_back(system, table, None if folded.sweeps else rows)]
-        known = pl.DataFrame(
-            {"source_key": list(index.seqs), "__gs_known": list(index.seqs.values())},
-            schema={"source_key": pl.String(), "__gs_known": pl.String()},
-        )
+        seqs = index.seqs
+        # the batch's keys looked up in the index (not the index joined: it holds the whole table)
+        known = pl.Series("__gs_known", [seqs.get(k, "") for k in rows["source_key"].to_list()], pl.String())
         helpers = [c for c in rows.columns if c.startswith(f"{HELPER_PREFIX}p")]
-        newer = pl.col(SEQ) > pl.col("__gs_known").fill_null("")
+        newer = pl.col(SEQ) > pl.col("__gs_known")
         if index.truncate is not None:
             newer = newer & (pl.col(SEQ) > index.truncate.seq)
         complete = pl.all_horizontal([pl.col(h).is_null() for h in helpers]) if helpers else pl.lit(True)
         fast = newer & ((pl.col("op") == "d") | (pl.col("op").is_in(DATA_OPS) & complete))
-        tagged = rows.join(known, on="source_key", how="left").with_columns(fast.alias("__gs_fast"))
+        tagged = rows.with_columns(known).with_columns(fast.alias("__gs_fast"))
         quick = tagged.filter(pl.col("__gs_fast")).select(*KEY_COLUMNS, *data, *ROW_STATE)
         rest = tagged.filter(~pl.col("__gs_fast"))
         out = [quick] if quick.height else []
