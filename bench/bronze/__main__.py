@@ -218,6 +218,8 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     per_part = _median(rates("ceiling_parse_per_partition")) or 0.0
     ceiling_name = "ceiling_parse_per_partition" if per_part >= single else "ceiling_parse"
     ceiling = max(single, per_part)
+    # like for like: the ceiling timed from its process launch, as the dataflow's ev_per_s is
+    ceiling_launch = _median(rates(ceiling_name, "ev_per_s_from_launch")) or 0.0
     df = {n: _median(rates(f"dataflow_{n}p")) or 0.0 for n in procs}
     best = max(df.values()) if df else 0.0
     rss_all = [r["peak_rss_mb"] for n in procs for r in results[f"dataflow_{n}p"]]
@@ -235,11 +237,14 @@ def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "ev_per_s_1_worker": df.get(1),
         "ev_per_s_2_workers": df.get(2),
         "ceiling_ev_per_s": ceiling,
-        "ratio": ratio(best, ceiling),
+        "ceiling_ev_per_s_from_launch": ceiling_launch or None,
+        "ratio": ratio(best, ceiling_launch),
         "peak_rss_mb": round(max(rss_all), 1) if rss_all else None,
         "command": shlex.join([".venv/bin/python", "-m", "bench.bronze", *sys.argv[1:]]),
         "goal_ratio": GOAL_RATIO,
-        "goal_met": bool(ceiling and best / ceiling >= GOAL_RATIO),
+        "goal_met": bool(ceiling_launch and best / ceiling_launch >= GOAL_RATIO),
+        # the timing used before: the dataflow from its launch, the ceiling after its imports
+        "ratio_vs_ceiling_after_imports": ratio(best, ceiling),
         "ceiling_variant": ceiling_name,
         "ceiling_single_consumer_ev_per_s": single or None,
         "ceiling_per_partition_consumers_ev_per_s": per_part or None,
@@ -337,12 +342,14 @@ def _summary(out: dict[str, Any]) -> None:
     if out.get("ratio") is not None:
         verdict = "meets" if out["goal_met"] else "is BELOW"
         echo(
-            f"ratio {out['ratio']:.3f} ({verdict} the {GOAL_RATIO} goal; vs the single-consumer ceiling "
-            f"{out['ratio_vs_single_consumer_ceiling']}); peak RSS {out['peak_rss_mb']} MB"
+            f"ratio {out['ratio']:.3f}, both timed from their process launch (ceiling "
+            f"{num(out['ceiling_ev_per_s_from_launch'])} ev/s) ({verdict} the {GOAL_RATIO} goal); "
+            f"dataflow from launch vs ceiling after its imports {out['ratio_vs_ceiling_after_imports']}; "
+            f"peak RSS {out['peak_rss_mb']} MB"
         )
         if out.get("ratio_from_ready") is not None:
             echo(
-                f"timed like the ceiling (from flow built, imports excluded): 2 workers "
+                f"both timed after their imports (dataflow from flow built): 2 workers "
                 f"{num(out['ev_per_s_2_workers_from_ready'])} ev/s, ratio {out['ratio_from_ready']:.3f}"
             )
     noise = out.get("rest_of_machine_cores_median")

@@ -13,16 +13,16 @@ depend on the orchestrator's state:
   be fetch-bound (see the README), so this variant shows how much of the gap is fetching.
 
 The timer starts before the first consumer is created and stops after the last message is
-handled. The consumer configuration is the bronze source's (no consumer group, librdkafka defaults
-otherwise), and so is the garbage collector's threshold (``flows.engine.runner``): the per-message
-allocations cost the ceiling as much as the dataflow, so both get the same setting. The result is
-one JSON line on stdout.
+handled; the end is also reported as a wall-clock time (``ended_at``) so the orchestrator can time
+the run from the process launch, like the dataflow's. The consumer configuration is the bronze
+source's (no consumer group, librdkafka defaults otherwise), and so is the garbage collector's
+setting (:func:`core.runtime.tune_gc`): the per-message allocations cost the ceiling as much as the
+dataflow, so both get the same. The result is one JSON line on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import resource
 import sys
@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from cdc.envelope import decode_batch
 from core.events import RawBatch
-from flows.engine.runner import GC_GEN0_THRESHOLD
+from core.runtime import tune_gc
 
 MODES = ("parse", "consume", "parse-pp")
 POLL_MESSAGES = 10_000
@@ -177,6 +177,7 @@ def run(bootstrap: str, topic: str, ends: dict[int, tuple[int, int]], *, mode: s
                     counter.handle(msgs)
     finally:
         seconds = time.perf_counter() - started
+        ended_at = time.time()
         for c in consumers.values():
             c.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -187,6 +188,7 @@ def run(bootstrap: str, topic: str, ends: dict[int, tuple[int, int]], *, mode: s
         "tombstones": counter.tombstones,
         "rejected": counter.rejected,
         "seconds": seconds,
+        "ended_at": ended_at,
         # Not ru_maxrss: Linux carries the parent's high-water mark across fork+exec into it.
         "peak_rss_mb": _vm_hwm_mb(),
         "cpu_s": usage.ru_utime + usage.ru_stime,
@@ -201,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ends", required=True, help="partition:low:high,...")
     p.add_argument("--mode", choices=MODES, required=True)
     args = p.parse_args(argv)
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 10)  # as run_in_process does for the dataflow
+    tune_gc()  # as run_in_process does for the dataflow
     result = run(args.bootstrap, args.topic, parse_ends(args.ends), mode=args.mode)
     print(json.dumps(result), flush=True)
     return 0

@@ -9,7 +9,6 @@ carries offsets and state across.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import random
@@ -29,6 +28,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from prometheus_client import start_http_server
 
 from core.errors import ConfigError, TerminalError
+from core.runtime import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,6 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-#: Allocations between two young-generation garbage collections in a dataflow process.
-GC_GEN0_THRESHOLD = 50_000
-
-
 def run_in_process(
     flow: Dataflow,
     *,
@@ -126,15 +122,7 @@ def run_in_process(
         if recovery_dir is not None
         else None
     )
-    # Everything alive now (modules, the flow, clients) lives as long as the process. Moving it out
-    # of the garbage collector's generations keeps the full collections that the per-batch
-    # allocations trigger from rescanning it again and again.
-    gc.freeze()
-    # The hot path allocates tens of thousands of container objects per batch (Kafka messages,
-    # tuples, lists) that reference counting frees; none form cycles. At the default threshold of
-    # 700 allocations a 20k-message batch triggered ~25 young collections, each traversing the
-    # batch's live messages: ~1.5-2.3 CPU-s per 1M messages in the bronze flow, ~0.3-0.6 at 50k.
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 10)
+    tune_gc()
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=workers,
