@@ -48,6 +48,7 @@ from bench.silver.generate import ChangeProducer, ChangeStream, Segment, custome
 from bench.silver.pipeline import RunStats, cpu_seconds, run_segment
 from cdc.topics import admin, probe_broker
 from core.canonical import record_schema
+from core.runtime import tune_gc
 from core.settings import load_settings
 from flows.canonical import Mapping, map_batch, map_batch_reference
 from sinks.delta.silver import SilverWriter, read_current
@@ -179,6 +180,7 @@ def main() -> None:
         "--soak-only", action="store_true", help="only merge the soak's results into the existing --out file"
     )
     args = ap.parse_args()
+    tune_gc()  # the ingest flow's process setting (flows.engine.runner): this models its silver path
     if args.soak_only:
         merged = with_soak(json.loads(args.out.read_text()), soak_result(args.soak))
         args.out.write_text(json.dumps(merged, indent=2) + "\n")
