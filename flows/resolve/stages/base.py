@@ -7,6 +7,11 @@ from typing import Any
 from flows.resolve.stages.context import StageContext
 from flows.resolve.stages.protocol import Report, Routed, Sent, Tokens, stage_key
 
+STATE_FORMAT = 2
+"""The layout of pickled stage state. 1: feature tuples in the block stage and value tuples in the
+value and golden stages; 2: both encoded once (:data:`~.protocol.FeatureBlob`,
+:data:`~.protocol.RowBlob`). A stage restored from an older layout converts itself (:meth:`Stage.upgrade`)."""
+
 
 class Stage:
     """A key group's state and logic. :meth:`apply` takes the messages of one activation and
@@ -47,10 +52,18 @@ class Stage:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["ctx"] = None
+        state["format"] = STATE_FORMAT
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        fmt = state.pop("format", 1)
         self.__dict__.update(state)
+        if fmt < STATE_FORMAT:
+            self.upgrade(fmt)
+
+    def upgrade(self, fmt: int) -> None:
+        """Convert state restored from layout ``fmt`` (older than :data:`STATE_FORMAT`)."""
 
 
 def union(tokens: list[Tokens]) -> Tokens:
