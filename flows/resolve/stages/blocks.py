@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from flows.resolve.stages.base import Stage, union
 from flows.resolve.stages.context import StageContext
@@ -39,6 +39,10 @@ class BlockStage(Stage):
     """
 
     stage = "b"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "blocks": dict[str, tuple[str, ...]],
+        "members": dict[str, tuple[int, bytes, tuple[str, ...]]],
+    }
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)

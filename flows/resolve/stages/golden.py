@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from core.golden import (
     CrosswalkEntry,
@@ -69,6 +69,10 @@ class GoldenStage(Stage):
     """
 
     stage = "g"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "rec": dict[str, tuple[int, str, str, int, bytes, int | None, float | None]],
+        "gold": dict[str, tuple[int, bytes, bytes]],
+    }
 
     def __init__(self, ctx: Any, key: str) -> None:
         super().__init__(ctx, key)

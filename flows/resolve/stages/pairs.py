@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,6 +28,12 @@ class PairStage(Stage):
     """
 
     stage = "p"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "pairs": dict[
+            tuple[str, str],
+            tuple[dict[int, tuple[int, int, bool]], tuple[int, int] | None, tuple[float, bytes] | None],
+        ],
+    }
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)
@@ -40,6 +46,10 @@ class PairStage(Stage):
         state = super().__getstate__()
         state["_store"] = None
         return state
+
+    def decode_table(self, name: str, table: Any) -> Any:
+        """Pair entries are mutable lists."""
+        return {k: list(v) for k, v in table.items()}
 
     def apply(self, messages: list[Any]) -> list[Routed]:
         """Apply one activation's claims; score what needs it; report edge changes."""

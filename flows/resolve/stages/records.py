@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from core.golden import RecordChange
 from flows.resolve.stages.base import Stage, union
@@ -73,6 +73,7 @@ class RecordStage(Stage):
     """
 
     stage = "r"
+    TABLES: ClassVar[dict[str, Any]] = {"recs": dict[str, tuple[int, int, bytes | None]]}
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)
@@ -164,6 +165,9 @@ class ValueStage(Stage):
     """
 
     stage = "v"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "vals": dict[str, tuple[int, str, int, bytes | None, int, str | None]],
+    }
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)
