@@ -77,7 +77,7 @@ class Stage:
         tables = {}
         for name in self.TABLES:
             try:
-                tables[name] = _TABLE_ENCODER.encode(self.encode_table(name, state[name]))
+                tables[name] = _TABLE_ENCODER.encode(state[name])
             except (OverflowError, TypeError):
                 continue  # (an int beyond 64 bits, say) pickled as it is
             del state[name]
@@ -92,10 +92,6 @@ class Stage:
         self.__dict__.update(state)
         if fmt < STATE_FORMAT:
             self.upgrade(fmt)
-
-    def encode_table(self, name: str, table: Any) -> Any:
-        """What of a table the snapshot holds (all of it unless a stage can rebuild a part)."""
-        return table
 
     def decode_table(self, name: str, table: Any) -> Any:
         """A decoded table as the stage holds it (the decoder gives exactly :attr:`TABLES`' type)."""

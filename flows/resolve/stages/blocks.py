@@ -50,21 +50,6 @@ class BlockStage(Stage):
         self.members: dict[str, tuple[int, FeatureBlob, tuple[str, ...]]] = {}
         self.oversized = 0
 
-    def encode_table(self, name: str, table: Any) -> Any:
-        """Blocks of one record are left out: most key values are held by one record, and
-        :meth:`__setstate__` rebuilds them from ``members`` (a record's key values here)."""
-        if name == "blocks":
-            return {k: v for k, v in table.items() if len(v) > 1}
-        return table
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        blocks = self.blocks
-        for rid, (_, _, keys) in self.members.items():
-            for k in keys:
-                if k not in blocks:
-                    blocks[k] = (rid,)
-
     def upgrade(self, fmt: int) -> None:
         """Layout 1 held feature tuples."""
         if fmt < 2:
