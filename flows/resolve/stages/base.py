@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import msgspec
+import pyarrow as pa
 
 from flows.resolve.stages.context import StageContext
 from flows.resolve.stages.protocol import Report, Routed, Sent, Tokens, stage_key
@@ -17,12 +18,29 @@ STATE_FORMAT = 2
    :data:`~.protocol.RowBlob`), and each stage's large tables (:attr:`Stage.TABLES`) msgpack-encoded
    in one piece under ``tables``: msgspec writes a table of millions of small tuples several times
    faster than pickle (no memo, no per-object dispatch), and recovery snapshots write every touched
-   key group at every epoch.
+   key group at every epoch. The encoded tables are LZ4-compressed.
 
 A stage restored from an older layout converts itself (:meth:`Stage.upgrade`)."""
 
 _TABLE_ENCODER = msgspec.msgpack.Encoder()
 _TABLE_DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+
+_CODEC = "lz4"
+"""Encoded tables are LZ4-compressed (Arrow's codec, ~3x smaller at ~300 MB/s): the recovery store
+writes every snapshot to SQLite, which costs more per byte than compressing it."""
+
+
+def _pack(blob: bytes) -> tuple[str, int, bytes]:
+    return _CODEC, len(blob), pa.compress(blob, codec=_CODEC, asbytes=True)
+
+
+def _unpack(packed: bytes | tuple[str, int, bytes]) -> bytes:
+    if isinstance(packed, bytes):
+        return packed
+    codec, size, data = packed
+    out: bytes = pa.decompress(data, decompressed_size=size, codec=codec, asbytes=True)
+    return out
 
 
 def _decoder(kind: Any) -> msgspec.msgpack.Decoder[Any]:
@@ -77,7 +95,7 @@ class Stage:
         tables = {}
         for name in self.TABLES:
             try:
-                tables[name] = _TABLE_ENCODER.encode(state[name])
+                tables[name] = _pack(_TABLE_ENCODER.encode(state[name]))
             except (OverflowError, TypeError):
                 continue  # (an int beyond 64 bits, say) pickled as it is
             del state[name]
@@ -88,7 +106,7 @@ class Stage:
         state = dict(state)
         fmt = state.pop("format", 1)
         for name, blob in state.pop("tables", {}).items():
-            state[name] = self.decode_table(name, _decoder(self.TABLES[name]).decode(blob))
+            state[name] = self.decode_table(name, _decoder(self.TABLES[name]).decode(_unpack(blob)))
         self.__dict__.update(state)
         if fmt < STATE_FORMAT:
             self.upgrade(fmt)
