@@ -21,6 +21,7 @@ from flows.bronze import build_bronze_flow
 from flows.engine.runner import ensure_recovery_dir, run_in_process
 from flows.ingest import build_ingest_flow
 from flows.propagate.flow import build_from_args as _propagate
+from flows.resolve.layout import check_layout
 
 FlowBuilder = Callable[[Settings, argparse.Namespace], Dataflow]
 
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             recovery = ensure_recovery_dir(
                 settings.recovery_root / args.flow, settings.dataflow.recovery_partitions
             )
+            if args.flow == "ingest" and not args.no_resolve:
+                d = settings.dataflow
+                check_layout(recovery, d.resolve_mode, d.resolve_key_groups)
         run_in_process(
             flow,
             recovery_dir=recovery,

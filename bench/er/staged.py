@@ -40,6 +40,7 @@ from typing import Any
 from bench.er import datasets
 from bench.er.run import load_avg, wait_quiet
 from core.golden import Cause, RecordChange
+from core.settings import DataflowSettings
 from flows.resolve.config import MatchingConfig, load_matching_config, write_matching_config
 from flows.resolve.golden import GoldenBook, survivorship_path
 from flows.resolve.resolver import Resolver
@@ -97,7 +98,24 @@ def run_single(config: MatchingConfig, chs: list[RecordChange], fill: int, *, ba
         apply(b)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     part = resolver.partition() if bare else book.resolver.partition()
-    return {"wall_s": wall, "cpu_s": cpu, "other_cores_busy": busy, "partition": part}
+    size, took = _pickled(resolver if bare else book)
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "other_cores_busy": busy,
+        "partition": part,
+        "state_bytes": size,
+        "state_pickle_cpu_s": took,
+    }
+
+
+def _pickled(state: object) -> tuple[int, float]:
+    """Pickled size and pickling CPU seconds of a state object (what a recovery snapshot of it costs
+    at every epoch that touches it)."""
+    gc.collect()
+    c0 = time.process_time()
+    size = len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    return size, time.process_time() - c0
 
 
 def run_staged(config: MatchingConfig, chs: list[RecordChange], fill: int, key_groups: int) -> dict[str, Any]:
@@ -115,10 +133,13 @@ def run_staged(config: MatchingConfig, chs: list[RecordChange], fill: int, key_g
         sim.submit(b)
         sim.run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    state = {k: len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for k, s in sim.stages.items()}
     by_stage: dict[str, int] = {}
-    for k, n in state.items():
-        by_stage[k.rsplit("/", 1)[1][0]] = by_stage.get(k.rsplit("/", 1)[1][0], 0) + n
+    secs_by_stage: dict[str, float] = {}
+    for k, st in sim.stages.items():
+        size, took = _pickled(st)
+        letter = k.rsplit("/", 1)[1][0]
+        by_stage[letter] = by_stage.get(letter, 0) + size
+        secs_by_stage[letter] = secs_by_stage.get(letter, 0.0) + took
     scored = sum(getattr(s, "scored", 0) for s in sim.stages.values())
     return {
         "wall_s": wall,
@@ -126,7 +147,10 @@ def run_staged(config: MatchingConfig, chs: list[RecordChange], fill: int, key_g
         "other_cores_busy": busy,
         "partition": sim.cluster.partition(),
         "activations_per_batch": (sim.activations - a0) / max(1, len(_batches(chs, fill, len(chs), 1000))),
+        "state_bytes": sum(by_stage.values()),
+        "state_pickle_cpu_s": sum(secs_by_stage.values()),
         "state_bytes_by_stage": by_stage,
+        "state_pickle_cpu_s_by_stage": secs_by_stage,
         "pairs_scored": scored,
         "idle": sim.cluster.idle(),
     }
@@ -258,18 +282,38 @@ def run_flow(
     return {"run_s": run_s, "cpu_s": cpu}
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _median_runs(rs: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    cpu = statistics.median(r["cpu_s"] for r in rs)
+    wall = statistics.median(r["wall_s"] for r in rs)
+    return {
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "rec_per_s": n / wall,
+        "rec_per_cpu_s": n / cpu,
+        "cpu_runs": [r["cpu_s"] for r in rs],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.er.staged", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--records", type=int, default=120_000)
     p.add_argument("--fill", type=int, default=100_000)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--key-groups", type=int, default=16)
-    p.add_argument("--flows", action="store_true", help="also run the Bytewax flows (1 and 2 processes)")
-    p.add_argument("--flow-records", type=int, default=60_000)
-    p.add_argument("--no-inprocess", action="store_true")
     p.add_argument(
-        "--with-recovery", action="store_true", help="flows: also 1-process runs with a recovery store"
+        "--key-groups",
+        default=str(DataflowSettings().resolve_key_groups),
+        help="key groups of the staged side (comma list: one staged side per count; default: the setting's)",
     )
+    p.add_argument("--flows", action="store_true", help="also run the Bytewax flows")
+    p.add_argument("--flow-records", type=int, default=60_000)
+    p.add_argument("--flow-processes", default="1,2", help="flows without recovery: process counts")
+    p.add_argument("--no-inprocess", action="store_true")
+    p.add_argument("--with-recovery", action="store_true", help="flows: also runs with a recovery store")
+    p.add_argument("--recovery-processes", default="1", help="flows with recovery: process counts")
     p.add_argument("--only-recovery", action="store_true", help="flows: only the recovery runs")
     p.add_argument("--quiet-wait", type=float, default=5.0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -284,11 +328,13 @@ def main() -> None:
     p.add_argument("--recovery", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
+        args.key_groups = int(args.key_groups)
         _flow_child(args)
         return
     from bench.er.run import QUIET_WAIT
 
     QUIET_WAIT[0] = args.quiet_wait
+    groups = _ints(args.key_groups)
     started = time.perf_counter()
     echo(f"{args.records:,} synthetic customers")
     chs, _ = changes(args.records)
@@ -306,115 +352,115 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "records": args.records,
         "fill": args.fill,
-        "key_groups": args.key_groups,
+        "key_groups": groups,
     }
+    sides = ["resolver", "single", *(f"staged_kg{g}" for g in groups)]
     if not args.no_inprocess:
-        runs: dict[str, list[dict[str, Any]]] = {"resolver": [], "single": [], "staged": []}
+        n = args.records - args.fill
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
         for k in range(args.runs):
-            for name in ("resolver", "single", "staged"):
+            for name in sides:
                 gc.collect()
-                if name == "staged":
-                    r = run_staged(config, chs, args.fill, args.key_groups)
+                if name.startswith("staged"):
+                    r = run_staged(config, chs, args.fill, int(name.removeprefix("staged_kg")))
                 else:
                     r = run_single(config, chs, args.fill, bare=name == "resolver")
                 runs[name].append(r)
-                n = args.records - args.fill
                 echo(
                     f"run {k + 1}/{args.runs} {name}: {n / r['wall_s']:,.0f} rec/s, cpu {r['cpu_s']:.2f} s "
                     f"({n / r['cpu_s']:,.0f} rec/cpu-s), load {load_avg()}"
                 )
-        same = runs["staged"][0]["partition"] == runs["single"][0]["partition"]
-        echo(f"staged partition equals the single operator's: {same}")
-        n = args.records - args.fill
-        inproc: dict[str, Any] = {"measured_records": n, "partition_equal": same}
+        inproc: dict[str, Any] = {"measured_records": n}
         for name, rs in runs.items():
-            cpu = statistics.median(r["cpu_s"] for r in rs)
-            wall = statistics.median(r["wall_s"] for r in rs)
-            inproc[name] = {
-                "cpu_s": cpu,
-                "wall_s": wall,
-                "rec_per_s": n / wall,
-                "rec_per_cpu_s": n / cpu,
-                "cpu_runs": [r["cpu_s"] for r in rs],
-            }
-        st = runs["staged"][-1]
-        inproc["staged"].update(
-            activations_per_batch=st["activations_per_batch"],
-            state_bytes_by_stage=st["state_bytes_by_stage"],
-            pairs_scored_total=st["pairs_scored"],
-            idle_at_end=st["idle"],
-        )
-        inproc["cpu_ratio_staged_vs_single"] = inproc["staged"]["cpu_s"] / inproc["single"]["cpu_s"]
-        echo(f"in process: staged / single CPU = {inproc['cpu_ratio_staged_vs_single']:.2f}")
+            inproc[name] = _median_runs(rs, n)
+            last = rs[-1]
+            inproc[name].update(
+                {
+                    k: v
+                    for k, v in last.items()
+                    if k not in ("wall_s", "cpu_s", "partition", "other_cores_busy")
+                }
+            )
+        for name in sides[2:]:
+            same = runs[name][0]["partition"] == runs["single"][0]["partition"]
+            inproc[name]["partition_equal"] = same
+            ratio = inproc[name]["cpu_s"] / inproc["single"]["cpu_s"]
+            inproc[f"cpu_ratio_{name}_vs_single"] = ratio
+            echo(f"in process {name}: same partition as single: {same}; staged / single CPU = {ratio:.2f}")
         results["in_process"] = inproc
     if args.flows:
-        flows: dict[str, Any] = {"records": args.flow_records}
-        with tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "batches.pkl"
-            empty = Path(tmp) / "empty.pkl"
-            cfg_dir = Path(tmp) / "config"
-            (cfg_dir / "matching").mkdir(parents=True)
-            (cfg_dir / "survivorship").mkdir()
-            write_matching_config(config, cfg_dir / "matching" / "customer.yaml")
-            (cfg_dir / "survivorship" / "customer.yaml").write_text(
-                survivorship_path(CONFIG, "customer").read_text()
-            )
-            with open(data, "wb") as f:
-                pickle.dump(_batches(chs, 0, args.flow_records, 1000), f)
-            with open(empty, "wb") as f:
-                pickle.dump([], f)
-            port = 2101
-            if args.with_recovery:
-                for mode in ("single", "staged"):
-                    rec_runs = []
-                    for k in range(args.runs):
-                        port += 10
-                        wait_quiet()
-                        rec_runs.append(
-                            run_flow(mode, 1, data, cfg_dir, args.key_groups, port, Path(tmp) / "recovery")
-                        )
-                        r = rec_runs[-1]
-                        took = f"{r['run_s']:.1f} s, cpu {r['cpu_s']:.1f} s"
-                        echo(f"flow {mode} -p 1 with recovery, run {k + 1}: {took}")
-                    run_s = statistics.median(r["run_s"] for r in rec_runs)
-                    flows[f"{mode}_p1_recovery"] = {
-                        "run_s": run_s,
-                        "rec_per_s": args.flow_records / run_s,
-                        "cpu_s_with_startup": statistics.median(r["cpu_s"] for r in rec_runs),
-                    }
-            for procs in (1, 2) if not args.only_recovery else ():
-                for mode in ("single", "staged"):
-                    base_runs, full_runs = [], []
-                    for k in range(args.runs):
-                        port += 10
-                        base_runs.append(run_flow(mode, procs, empty, cfg_dir, args.key_groups, port))
-                        port += 10
-                        wait_quiet()
-                        full_runs.append(run_flow(mode, procs, data, cfg_dir, args.key_groups, port))
-                        r = full_runs[-1]
-                        echo(
-                            f"flow {mode} -p {procs} run {k + 1}: {r['run_s']:.1f} s, cpu {r['cpu_s']:.1f} s "
-                            f"(empty: {base_runs[-1]['cpu_s']:.1f} s)"
-                        )
-                    run_s = statistics.median(r["run_s"] for r in full_runs)
-                    cpu = statistics.median(r["cpu_s"] for r in full_runs) - statistics.median(
-                        r["cpu_s"] for r in base_runs
-                    )
-                    flows[f"{mode}_p{procs}"] = {
-                        "run_s": run_s,
-                        "rec_per_s": args.flow_records / run_s,
-                        "cpu_s": cpu,
-                        "rec_per_cpu_s": args.flow_records / cpu,
-                    }
-        for procs in (1, 2) if not args.only_recovery else ():
-            flows[f"cpu_ratio_staged_vs_single_p{procs}"] = (
-                flows[f"staged_p{procs}"]["cpu_s"] / flows[f"single_p{procs}"]["cpu_s"]
-            )
-        results["flows"] = flows
+        results["flows"] = run_flows(args, config, chs, groups)
     results["wall_seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     echo(f"wrote {args.out}")
+
+
+def run_flows(
+    args: argparse.Namespace, config: MatchingConfig, chs: list[RecordChange], groups: list[int]
+) -> dict[str, Any]:
+    """The flow runs: each (processes, recovery) set runs single and every staged side alternately,
+    ``--runs`` times, each also on no records (its start-up CPU, subtracted)."""
+    flows: dict[str, Any] = {"records": args.flow_records, "epoch_s": 5}
+    n = args.flow_records
+    modes = [("single", 0), *(("staged", g) for g in groups)]
+    plan = [(procs, True) for procs in _ints(args.recovery_processes)] if args.with_recovery else []
+    if not args.only_recovery:
+        plan += [(procs, False) for procs in _ints(args.flow_processes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "batches.pkl"
+        empty = Path(tmp) / "empty.pkl"
+        cfg_dir = Path(tmp) / "config"
+        (cfg_dir / "matching").mkdir(parents=True)
+        (cfg_dir / "survivorship").mkdir()
+        write_matching_config(config, cfg_dir / "matching" / "customer.yaml")
+        (cfg_dir / "survivorship" / "customer.yaml").write_text(
+            survivorship_path(CONFIG, "customer").read_text()
+        )
+        with open(data, "wb") as f:
+            pickle.dump(_batches(chs, 0, n, 1000), f)
+        with open(empty, "wb") as f:
+            pickle.dump([], f)
+        port = 2101
+        for procs, recovery in plan:
+            store = Path(tmp) / "recovery" if recovery else None
+            base_runs: dict[str, list[dict[str, Any]]] = {}
+            full_runs: dict[str, list[dict[str, Any]]] = {}
+            for k in range(args.runs):
+                for mode, kg in modes:
+                    name = mode if mode == "single" else f"staged_kg{kg}"
+                    port += 10
+                    base = run_flow(mode, procs, empty, cfg_dir, kg or 1, port, store)
+                    base_runs.setdefault(name, []).append(base)
+                    port += 10
+                    wait_quiet()
+                    r = run_flow(mode, procs, data, cfg_dir, kg or 1, port, store)
+                    full_runs.setdefault(name, []).append(r)
+                    echo(
+                        f"flow {name} -p {procs}{' with recovery' if recovery else ''} run {k + 1}: "
+                        f"{r['run_s']:.1f} s, cpu {r['cpu_s']:.1f} s (empty: {base['cpu_s']:.1f} s), "
+                        f"load {load_avg()}"
+                    )
+            suffix = f"p{procs}" + ("_recovery" if recovery else "")
+            for name, rs in full_runs.items():
+                run_s = statistics.median(r["run_s"] for r in rs)
+                startup = statistics.median(r["cpu_s"] for r in base_runs[name])
+                cpu = statistics.median(r["cpu_s"] for r in rs) - startup
+                flows[f"{name}_{suffix}"] = {
+                    "run_s": run_s,
+                    "rec_per_s": n / run_s,
+                    "cpu_s": cpu,
+                    "rec_per_cpu_s": n / cpu,
+                    "startup_cpu_s": startup,
+                    "cpu_runs": [r["cpu_s"] for r in rs],
+                    "run_s_runs": [r["run_s"] for r in rs],
+                }
+            for name in full_runs:
+                if name != "single":
+                    ratio = flows[f"{name}_{suffix}"]["cpu_s"] / flows[f"single_{suffix}"]["cpu_s"]
+                    flows[f"cpu_ratio_{name}_vs_single_{suffix}"] = ratio
+                    echo(f"flows {suffix}: {name} / single CPU = {ratio:.2f}")
+    return flows
 
 
 if __name__ == "__main__":

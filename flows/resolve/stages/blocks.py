@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from flows.resolve.stages.base import Stage, union
 from flows.resolve.stages.context import StageContext
@@ -10,10 +10,11 @@ from flows.resolve.stages.protocol import (
     BlockEntry,
     BlocksIn,
     Claim,
-    Features,
+    FeatureBlob,
     PairsIn,
     Routed,
     Tokens,
+    encode_features,
     shard_index,
     shard_of,
     stage_key,
@@ -32,17 +33,30 @@ class BlockStage(Stage):
     way (that is how an edge supported only by a block that grew too large disappears, as in the
     in-order resolver).
 
-    State: ``blocks`` (key value -> members), ``members`` (record -> (seq, features, its key values
-    here)), ``oversized`` (key values here above the cap: the metric the resolver reports).
+    State: ``blocks`` (key value -> members), ``members`` (record -> (seq, encoded features, its key
+    values here)), ``oversized`` (key values here above the cap: the metric the resolver reports).
+    Features stay encoded (:data:`~.protocol.FeatureBlob`): this stage only passes them on.
     """
 
     stage = "b"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "blocks": dict[str, tuple[str, ...]],
+        "members": dict[str, tuple[int, bytes, tuple[str, ...]]],
+    }
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)
         self.blocks: dict[str, tuple[str, ...]] = {}
-        self.members: dict[str, tuple[int, Features, tuple[str, ...]]] = {}
+        self.members: dict[str, tuple[int, FeatureBlob, tuple[str, ...]]] = {}
         self.oversized = 0
+
+    def upgrade(self, fmt: int) -> None:
+        """Layout 1 held feature tuples."""
+        if fmt < 2:
+            self.members = {
+                rid: (seq, f if isinstance(f, bytes) else encode_features(f), keys)
+                for rid, (seq, f, keys) in self.members.items()
+            }
 
     def apply(self, messages: list[Any]) -> list[Routed]:
         """Apply the record versions of one activation; claims per pair shard, and the report."""
@@ -127,7 +141,7 @@ class BlockStage(Stage):
                             pairs[(rid, o) if rid < o else (o, rid)] = True
         shards, entity, here = ctx.shards, ctx.entity, shard_index(self.key)
         claims: dict[int, list[Claim]] = {}
-        feats: dict[int, dict[str, tuple[int, Features]]] = {}
+        feats: dict[int, dict[str, tuple[int, FeatureBlob]]] = {}
         for (a, b), known in pairs.items():
             ma, mb = members.get(a), members.get(b)
             if known is None:

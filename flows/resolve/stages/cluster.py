@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from core.golden import Cause
 from flows.resolve.config import Overrides
@@ -48,6 +48,13 @@ class ClusterStage(Stage):
     """
 
     stage = "c"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "adj": dict[str, dict[str, tuple[float, bytes]]],
+        "live": dict[str, int],
+        "golden_of": dict[str, str],
+        "golden_members": dict[str, tuple[str, ...]],
+        "golden_born": dict[str, int],
+    }
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from core.golden import (
     CrosswalkEntry,
@@ -17,12 +17,19 @@ from core.golden import (
 from flows.resolve.compare import probability
 from flows.resolve.golden import assemble
 from flows.resolve.stages.base import Stage
-from flows.resolve.stages.protocol import GoldenUpdate, MemberValues, Routed
+from flows.resolve.stages.protocol import (
+    GoldenUpdate,
+    MemberValues,
+    Routed,
+    RowBlob,
+    decode_row,
+    encode_row,
+)
 
 # Per record: (seq, golden id it was released for, source, source ts us, row, since us, score).
-_Rec = tuple[int, str, str, int, tuple[Any, ...], int | None, float | None]
+_Rec = tuple[int, str, str, int, RowBlob, int | None, float | None]
 # Per golden id: (last emitted version, values in field order, members digest).
-_Gold = tuple[int, tuple[Any, ...], bytes]
+_Gold = tuple[int, RowBlob, bytes]
 
 
 def _digest(members: Sequence[str]) -> bytes:
@@ -56,15 +63,37 @@ class GoldenStage(Stage):
     clustering named (they come through the value stage, by another path); then the golden record
     is rebuilt by survivorship, and gets a new version only when its values or its membership
     changed. The output is one :class:`~core.golden.GoldBatch` per activation with anything in it.
+
+    Value rows stay encoded (:data:`~.protocol.RowBlob`) in the state and are decoded where
+    survivorship reads them (:meth:`row` gives a golden record's current values).
     """
 
     stage = "g"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "rec": dict[str, tuple[int, str, str, int, bytes, int | None, float | None]],
+        "gold": dict[str, tuple[int, bytes, bytes]],
+    }
 
     def __init__(self, ctx: Any, key: str) -> None:
         super().__init__(ctx, key)
         self.rec: dict[str, _Rec] = {}
         self.gold: dict[str, _Gold] = {}
         self.pending: dict[str, GoldenUpdate] = {}
+
+    def upgrade(self, fmt: int) -> None:
+        """Layout 1 held value tuples."""
+        if fmt < 2:
+
+            def blob(row: Any) -> RowBlob:
+                return row if isinstance(row, bytes) else encode_row(tuple(row))
+
+            self.rec = {rid: (*r[:4], blob(r[4]), *r[5:]) for rid, r in self.rec.items()}
+            self.gold = {gid: (g[0], blob(g[1]), g[2]) for gid, g in self.gold.items()}
+
+    def row(self, golden_id: str) -> tuple[Any, ...] | None:
+        """The values of a golden id's current version in field order (None: unknown)."""
+        g = self.gold.get(golden_id)
+        return None if g is None else decode_row(g[1])
 
     def apply(self, messages: list[Any], *, now_us: int = 0) -> list[Routed]:
         """Member values and golden updates in; a GoldBatch out (keyed by this group)."""
@@ -165,9 +194,10 @@ class GoldenStage(Stage):
                 ctx.survivorship,
                 ctx.groups,
                 ctx.rules,
-                [(rid, rec[rid][2], rec[rid][3], rec[rid][4]) for rid in members],
+                [(rid, (r := rec[rid])[2], r[3], decode_row(r[4])) for rid in members],
             )
             row = tuple(values.get(f) for f in fields)
+            prev_row = decode_row(prev[1]) if prev is not None else None
             membership_changed = prev is None or prev[2] != digest
             relink = upd.relinked or membership_changed
             if relink:
@@ -192,14 +222,14 @@ class GoldenStage(Stage):
                     r = rec[rid]
                     rec[rid] = (r[0], r[1], r[2], r[3], r[4], now_us, r[6])
                     crosswalk.append(CrosswalkEntry(entity, rid, gid, r[6], now_us))
-            if prev is not None and not membership_changed and prev[1] == row:
+            if prev is not None and not membership_changed and prev_row == row:
                 continue
             version = 1 if prev is None else prev[0] + 1
-            if prev is None:
+            if prev_row is None:
                 changed = tuple(f for f, v in zip(fields, row, strict=True) if v is not None)
             else:
-                changed = tuple(f for f, a, b in zip(fields, prev[1], row, strict=True) if a != b)
-            gold[gid] = (version, row, digest)
+                changed = tuple(f for f, a, b in zip(fields, prev_row, row, strict=True) if a != b)
+            gold[gid] = (version, encode_row(row), digest)
             full = dict(zip(fields, row, strict=True))
             changes.append(
                 GoldenChange(

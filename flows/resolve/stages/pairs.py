@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from flows.resolve.features import FeatureStore
 from flows.resolve.stages.base import Stage
 from flows.resolve.stages.context import StageContext
-from flows.resolve.stages.protocol import Edge, Features, PairsIn, Routed
+from flows.resolve.stages.protocol import Edge, FeatureBlob, Features, PairsIn, Routed, decode_features
 
 # Per pair: [support per block shard: (seq a, seq b, supported), versions scored, edge sent to
 # clustering: (weight, levels + tf) or None].
@@ -28,6 +28,12 @@ class PairStage(Stage):
     """
 
     stage = "p"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "pairs": dict[
+            tuple[str, str],
+            tuple[dict[int, tuple[int, int, bool]], tuple[int, int] | None, tuple[float, bytes] | None],
+        ],
+    }
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)
@@ -41,6 +47,10 @@ class PairStage(Stage):
         state["_store"] = None
         return state
 
+    def decode_table(self, name: str, table: Any) -> Any:
+        """Pair entries are mutable lists."""
+        return {k: list(v) for k, v in table.items()}
+
     def apply(self, messages: list[Any]) -> list[Routed]:
         """Apply one activation's claims; score what needs it; report edge changes."""
         ctx = self.context
@@ -48,7 +58,7 @@ class PairStage(Stage):
         received = []
         pairs = self.pairs
         touched: dict[tuple[str, str], _Pair] = {}
-        want: dict[tuple[str, str], tuple[int, int, Features, Features]] = {}
+        want: dict[tuple[str, str], tuple[int, int, FeatureBlob, FeatureBlob]] = {}
         for m in messages:
             assert isinstance(m, PairsIn)
             received.append((m.mid, m.tokens))
@@ -90,9 +100,10 @@ class PairStage(Stage):
         return [self.report(tuple(received), (), edges=tuple(edges))]
 
     def _score(
-        self, ctx: StageContext, want: dict[tuple[str, str], tuple[int, int, Features, Features]]
+        self, ctx: StageContext, want: dict[tuple[str, str], tuple[int, int, FeatureBlob, FeatureBlob]]
     ) -> dict[tuple[str, str], tuple[tuple[int, int], tuple[float, bytes] | None]]:
-        """Score the wanted pairs at the versions given: {pair: ((seq a, seq b), edge or None)}."""
+        """Score the wanted pairs at the versions given: {pair: ((seq a, seq b), edge or None)}.
+        Each record version's features are decoded once per activation."""
         store = self._store
         if store is None:
             store = self._store = FeatureStore(len(ctx.matching.features))
@@ -100,12 +111,14 @@ class PairStage(Stage):
         ra: list[int] = []
         rb: list[int] = []
         rows: dict[tuple[str, int], int] = {}
+        decoded: dict[tuple[str, int], Features] = {}
         for a, b in keys:
             sa, sb, fa, fb = want[(a, b)]
             for rid, seq, f, side in ((a, sa, fa, ra), (b, sb, fb, rb)):
                 row = rows.get((rid, seq))
                 if row is None:
-                    row = rows[(rid, seq)] = store.put(f"{rid}@{seq}", f)
+                    feats = decoded[(rid, seq)] = decode_features(f)
+                    row = rows[(rid, seq)] = store.put(f"{rid}@{seq}", feats)
                 side.append(row)
         levels, weights = ctx.scorer.score(
             store, np.asarray(ra, dtype=np.intp), np.asarray(rb, dtype=np.intp)
@@ -114,10 +127,11 @@ class PairStage(Stage):
         floor, scorer = ctx.floor, ctx.scorer
         out: dict[tuple[str, str], tuple[tuple[int, int], tuple[float, bytes] | None]] = {}
         for j, (key, w) in enumerate(zip(keys, weights.tolist(), strict=True)):
-            sa, sb, fa, _ = want[key]
+            sa, sb, _, _ = want[key]
             if w >= floor:
                 lv = levels[j]
-                out[key] = ((sa, sb), (w, lv.tobytes() + scorer.tf_adjustments(fa, lv.tolist())))
+                tf = scorer.tf_adjustments(decoded[(key[0], sa)], lv.tolist())
+                out[key] = ((sa, sb), (w, lv.tobytes() + tf))
             else:
                 out[key] = ((sa, sb), None)
         for rid, seq in rows:

@@ -32,14 +32,49 @@ Completeness (why clustering never acts on half an update)
 
 from __future__ import annotations
 
+import pickle
 import zlib
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from core.golden import Cause, RecordChange
 
 Features = tuple[str | None, ...]
+
+FeatureBlob = bytes
+"""A record's feature tuple encoded once (msgpack, by the record stage): what the block stage holds
+and ships to the pair stage. Pickling bytes is a copy, pickling a tuple of strings walks every
+string, and recovery snapshots pickle the block stage's state at every epoch."""
+
+_FEATURES_ENCODER = msgspec.msgpack.Encoder()
+_FEATURES_DECODER = msgspec.msgpack.Decoder(tuple[str | None, ...])
+
+
+def encode_features(features: Features) -> FeatureBlob:
+    """A feature tuple as a blob (:data:`FeatureBlob`)."""
+    return _FEATURES_ENCODER.encode(features)
+
+
+def decode_features(blob: FeatureBlob) -> Features:
+    """The feature tuple of a blob."""
+    return _FEATURES_DECODER.decode(blob)
+
+
+RowBlob = bytes
+"""A record's canonical values in golden field order, pickled once by the record stage (any value
+type round-trips exactly): what the value and golden stages hold and ship."""
+
+
+def encode_row(row: tuple[object, ...]) -> RowBlob:
+    """A values row as a blob (:data:`RowBlob`)."""
+    return pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_row(blob: RowBlob) -> tuple[Any, ...]:
+    """The values row of a blob."""
+    row: tuple[Any, ...] = pickle.loads(blob)
+    return row
 
 
 def stable_hash(text: str) -> int:
@@ -90,12 +125,12 @@ class RecordsIn(msgspec.Struct, frozen=True, gc=False):
 
 
 class BlockEntry(msgspec.Struct, frozen=True, gc=False):
-    """One record version for one block shard: its features and its key values owned there
+    """One record version for one block shard: its features (encoded) and its key values owned there
     (``features`` None: deleted; ``keys`` empty: it left every key of the shard)."""
 
     record_id: str
     seq: int
-    features: Features | None
+    features: FeatureBlob | None
     keys: tuple[str, ...]
 
 
@@ -113,14 +148,15 @@ oversized) key value both records have, as of those versions (``a < b``)."""
 
 
 class PairsIn(msgspec.Struct, frozen=True, gc=False):
-    """blocks -> pairs: claims for one pair shard and the features of the supported pairs' records."""
+    """blocks -> pairs: claims for one pair shard and the (encoded) features of the supported pairs'
+    records."""
 
     mid: str
     tokens: Tokens
     shard: int
     """The sending block shard (support is counted per block shard)."""
     claims: tuple[Claim, ...]
-    features: dict[str, tuple[int, Features]]
+    features: dict[str, tuple[int, FeatureBlob]]
 
 
 class RecordEntry(msgspec.Struct, frozen=True, gc=False):
@@ -155,7 +191,7 @@ class ValueEntry(msgspec.Struct, frozen=True, gc=False):
     seq: int
     source_system: str
     source_ts_us: int
-    row: tuple[object, ...] | None
+    row: RowBlob | None
 
 
 class Assignment(msgspec.Struct, frozen=True, gc=False):
@@ -174,7 +210,7 @@ class MemberValues(msgspec.Struct, frozen=True, gc=False):
     golden_id: str
     source_system: str
     source_ts_us: int
-    row: tuple[object, ...]
+    row: RowBlob
 
 
 LinkEdge = tuple[str, str, float, bytes]

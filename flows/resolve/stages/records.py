@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from core.golden import RecordChange
 from flows.resolve.stages.base import Stage, union
@@ -19,8 +18,11 @@ from flows.resolve.stages.protocol import (
     RecordsIn,
     Report,
     Routed,
+    RowBlob,
     Tokens,
     ValueEntry,
+    encode_features,
+    encode_row,
     shard_of,
     stage_key,
 )
@@ -57,14 +59,9 @@ def split_batch(
     return out
 
 
-def _digest(features: tuple[str | None, ...]) -> bytes:
+def _digest(blob: bytes) -> bytes:
     # blake2b, not hash(): the state is restored in other processes (PYTHONHASHSEED).
-    text = "\x1f".join("\x00" if f is None else f for f in features)
-    return hashlib.blake2b(text.encode(), digest_size=8).digest()
-
-
-def _intern(v: object) -> object:
-    return sys.intern(v) if type(v) is str else v
+    return hashlib.blake2b(blob, digest_size=8).digest()
 
 
 class RecordStage(Stage):
@@ -76,6 +73,7 @@ class RecordStage(Stage):
     """
 
     stage = "r"
+    TABLES: ClassVar[dict[str, Any]] = {"recs": dict[str, tuple[int, int, bytes | None]]}
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)
@@ -119,8 +117,9 @@ class RecordStage(Stage):
                 row = None
             else:
                 feats = extract(ch.values)
-                digest = _digest(feats)
-                row = tuple(_intern(ch.values.get(f)) for f in fields)
+                blob = encode_features(feats)
+                digest = _digest(blob)
+                row = values_row(fields, ch.values)
                 if old is not None and old[2] == digest:
                     recs[rid] = (seq, old[1], digest)
                     kind = "same"
@@ -136,7 +135,7 @@ class RecordStage(Stage):
                     while both:
                         if both & 1:
                             ks = by_shard.get(i, ())
-                            blocks.setdefault(i, []).append(BlockEntry(rid, seq, feats, tuple(ks)))
+                            blocks.setdefault(i, []).append(BlockEntry(rid, seq, blob, tuple(ks)))
                         both >>= 1
                         i += 1
                     recs[rid] = (seq, mask, digest)
@@ -166,10 +165,18 @@ class ValueStage(Stage):
     """
 
     stage = "v"
+    TABLES: ClassVar[dict[str, Any]] = {
+        "vals": dict[str, tuple[int, str, int, bytes | None, int, str | None]],
+    }
 
     def __init__(self, ctx: StageContext, key: str) -> None:
         super().__init__(ctx, key)
-        self.vals: dict[str, tuple[int, str, int, tuple[object, ...] | None, int, str | None]] = {}
+        self.vals: dict[str, tuple[int, str, int, RowBlob | None, int, str | None]] = {}
+
+    def upgrade(self, fmt: int) -> None:
+        """Layout 1 held value tuples."""
+        if fmt < 2:
+            self.vals = {rid: (v[0], v[1], v[2], _blob(v[3]), v[4], v[5]) for rid, v in self.vals.items()}
 
     def apply(self, messages: list[Any]) -> list[Routed]:
         """Values (tuples of :class:`ValueEntry`) and assignments (tuples of :class:`Assignment`)."""
@@ -178,7 +185,7 @@ class ValueStage(Stage):
         out: dict[int, list[MemberValues]] = {}
         shards = ctx.shards
 
-        def release(rid: str, seq: int, gid: str, source: str, ts: int, row: tuple[object, ...]) -> None:
+        def release(rid: str, seq: int, gid: str, source: str, ts: int, row: RowBlob) -> None:
             out.setdefault(shard_of(gid, shards), []).append(MemberValues(rid, seq, gid, source, ts, row))
 
         for m in messages:
@@ -211,6 +218,11 @@ class ValueStage(Stage):
         return [(stage_key(ctx.entity, "g", i), tuple(out[i])) for i in sorted(out)]
 
 
-def values_row(ctx: StageContext, values: Mapping[str, object]) -> tuple[object, ...]:
-    """A record's values in golden field order (what the value stage keeps)."""
-    return tuple(_intern(values.get(f)) for f in ctx.fields)
+def _blob(row: object) -> RowBlob | None:
+    return row if row is None or isinstance(row, bytes) else encode_row(tuple(row))  # type: ignore[arg-type]
+
+
+def values_row(fields: Sequence[str], values: Mapping[str, object]) -> RowBlob:
+    """A record's values in golden field order, encoded once (what the value and golden stages keep
+    and ship; :func:`~.protocol.decode_row` where survivorship needs them)."""
+    return encode_row(tuple(values.get(f) for f in fields))

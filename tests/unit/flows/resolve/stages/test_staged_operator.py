@@ -152,3 +152,26 @@ def test_stage_state_pickles_without_its_compiled_config() -> None:
     logic = StageLogic(env, stage)
     restored = pickle.loads(pickle.dumps(logic.snapshot()))
     assert restored.ctx is None and restored.key == "customer/c"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_compiled_config_is_built_once_per_worker_thread(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytewax enters Python afresh for every call from its worker threads (a ``threading.local``
+    starts empty each time): the context must still be compiled once per worker, not per batch."""
+    from flows.resolve.stages.context import StageContext
+
+    built: list[str] = []
+    real = StageContext.from_config_dir.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[StageContext], config_dir: Path, entity: str, shards: int) -> StageContext:
+        built.append(entity)
+        return real(cls, config_dir, entity, shards)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(StageContext, "from_config_dir", classmethod(counting))
+    batches = scenario()
+    flow, out = flow_of(batches, staged=True)
+    cluster_main(flow, [], 0, worker_count_per_proc=workers, epoch_interval=timedelta(0))  # type: ignore[no-untyped-call]
+    assert out
+    assert 1 <= len(built) <= workers, built

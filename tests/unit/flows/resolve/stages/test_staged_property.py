@@ -66,8 +66,8 @@ def golden_rows(sim: StagedResolver) -> dict[frozenset[str], tuple[Any, ...]]:
     out = {}
     for st_ in sim.stages.values():
         if isinstance(st_, GoldenStage):
-            for gid, (_, row, _) in st_.gold.items():
-                out[frozenset(members[gid])] = row
+            for gid in st_.gold:
+                out[frozenset(members[gid])] = st_.row(gid)
     return out
 
 

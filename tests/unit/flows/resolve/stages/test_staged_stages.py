@@ -28,6 +28,8 @@ from flows.resolve.stages.protocol import (
     RecordsIn,
     Report,
     ValueEntry,
+    encode_features,
+    encode_row,
     shard_of,
     stable_hash,
     stage_key,
@@ -127,7 +129,7 @@ def test_record_stage_versions_records_and_tells_old_and_new_block_shards() -> N
 
 def test_value_stage_releases_a_version_only_once_clustering_assigned_that_version() -> None:
     v = ValueStage(ctx(), "person/v0")
-    row = ("anna", "berlin", None, None)
+    row = encode_row(("anna", "berlin", None, None))
     assert v.apply([(Assignment("a", 2, "g1"),)]) == []  # values of version 2 not here yet
     assert v.apply([(ValueEntry("a", 1, "crm", 5, row),)]) == []  # older values: wait
     (out,) = v.apply([(ValueEntry("a", 2, "crm", 6, row),)])
@@ -148,7 +150,7 @@ def test_block_stage_claims_pairs_and_withdraws_them_when_a_block_grows_past_the
     (key,) = c.keyer(f)
 
     def entry(rid: str, seq: int = 1) -> BlocksIn:
-        return BlocksIn(f"m{rid}{seq}", ("t",), (BlockEntry(rid, seq, f, (key,)),))
+        return BlocksIn(f"m{rid}{seq}", ("t",), (BlockEntry(rid, seq, encode_features(f), (key,)),))
 
     claims = [m for _, m in b.apply([entry("a"), entry("b")]) if isinstance(m, PairsIn)]
     assert [cl for m in claims for cl in m.claims] == [("a", "b", 1, 1, True)]
@@ -167,7 +169,7 @@ def test_pair_stage_scores_a_pair_once_whatever_the_number_of_supporting_shards(
     c = ctx(1)
     p = PairStage(c, "person/p0")
     fa, fb = c.extract(ANNA), c.extract(ANNA2)
-    feats = {"a": (1, fa), "b": (1, fb)}
+    feats = {"a": (1, encode_features(fa)), "b": (1, encode_features(fb))}
     (rep,) = p.apply([PairsIn("m1", ("t",), 0, (("a", "b", 1, 1, True),), feats)])
     ((a, b, w, lv),) = rep[1].edges  # type: ignore[attr-defined]
     assert (a, b) == ("a", "b") and w is not None and w >= c.floor
@@ -236,12 +238,14 @@ def test_golden_stage_waits_for_member_values_and_versions_only_on_change() -> N
     gs = GoldenStage(ctx(1), "person/g0")
     upd = GoldenUpdate("g1", (("a", 1), ("b", 1)), moved_in=("a", "b"), relinked=True, best=(None, None))
     assert gs.step([(upd,)], now_us=5) is None
-    row = ("Anna Weber", "berlin", "1990-01-02", "anna@x.org")
+    values = ("Anna Weber", "berlin", "1990-01-02", "anna@x.org")
+    row = encode_row(values)
     assert gs.step([(MemberValues("a", 1, "g1", "crm", 1, row),)], now_us=6) is None
     batch = gs.step([(MemberValues("b", 1, "g1", "erp", 2, row),)], now_us=7)
     assert batch is not None
     (ch,) = batch.changes
     assert (ch.golden_id, ch.version, ch.members) == ("g1", 1, ("a", "b"))
+    assert gs.row("g1") == values
     assert sorted(x.record_id for x in batch.crosswalk) == ["a", "b"]
     # The same members at a newer version with the same values: no new golden version.
     again = GoldenUpdate("g1", (("a", 2), ("b", 1)))
