@@ -52,7 +52,7 @@ from core.metrics import EVENTS_IN, EVENTS_OUT, RETRIES, SCHEMA_DRIFT, SKIPPED, 
 from core.retry import retry_transient
 from core.settings import Settings
 from flows.bronze import BronzeWriter, Quarantine, decoded_changes
-from flows.canonical import MappedBatch, MappingSet, compile_mappings, map_batch
+from flows.canonical import MappedBatch, MappingSet, compile_mappings, map_rows
 from flows.engine.background import BackgroundWriter, write_in_background
 from flows.engine.sink import WriterSink
 from flows.propagate.echo import EchoFilter
@@ -229,7 +229,7 @@ class SilverStage:
         bronze = pl.from_arrow(data)
         assert isinstance(bronze, pl.DataFrame)
         EVENTS_IN.labels(stage="canonical").inc(bronze.height)
-        mapped = map_batch(mapping, bronze)
+        mapped = map_rows(mapping, bronze)
         self._report_drift(mapped)
         self._quarantine_mapping(batch, mapped, bronze)
         records, bad = split_invalid(mapped.records)

@@ -1,7 +1,7 @@
 """Outbound mapping (golden values -> target payload) and its read-back through the inbound mapping.
 
 The read-back is what makes loop prevention exact: a target row holding the pushed payload is run
-through the *real* inbound mapping (:func:`flows.canonical.map_batch` on a bronze-shaped row), and the
+through the *real* inbound mapping (:func:`flows.canonical.map_rows` on a bronze-shaped row), and the
 content hash is taken over the canonical fields that only depend on pushed columns
 (:attr:`ReadBack.echo_fields`). When Debezium later delivers the row we wrote, the inbound flow maps it
 with the same code and gets the same hash; a user's edit to any of those fields changes it.
@@ -16,7 +16,7 @@ from typing import Any
 import pycountry
 
 from core.golden import content_hash, json_value
-from flows.canonical import Mapping, map_batch
+from flows.canonical import Mapping, map_rows
 from flows.canonical.compile import is_field_ref
 from flows.canonical.sample import Change, events_frame
 from flows.propagate.config import FieldCase, TargetConfig
@@ -116,7 +116,7 @@ class ReadBack:
             return []
         key = self.mapping.key
         full = [{**{k: f"readback-{i}" for k in key}, **r} for i, r in enumerate(rows)]
-        out = map_batch(self.mapping, events_frame(self.mapping, [Change("r", r) for r in full]))
+        out = map_rows(self.mapping, events_frame(self.mapping, [Change("r", r) for r in full]))
         mapped: list[dict[str, Any] | None] = [None] * len(rows)
         records = out.records
         offsets = records.get_column("offset").to_list() if "offset" in records.columns else []
