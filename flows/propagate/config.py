@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from core.configfile import StrictModel, load_yaml_model
 from core.errors import ConfigError
@@ -98,6 +98,8 @@ class TargetField(StrictModel):
     map: dict[str, str] | None = None
     format: Format = "text"
     cases: tuple[FieldCase, ...] | None = None
+    # Built once: the outbound mapping asks for the cases of every field of every pushed record.
+    _all_cases: tuple[FieldCase, ...] = PrivateAttr(default=())
 
     @field_validator("from_", mode="before")
     @classmethod
@@ -110,18 +112,16 @@ class TargetField(StrictModel):
             raise ValueError("give either from (one case) or cases")
         if self.cases is not None and (self.when or self.map or self.format != "text"):
             raise ValueError("with cases, put when/map/format inside each case")
+        if self.cases is not None:
+            self._all_cases = self.cases
+        else:
+            case = {"when": self.when, "from": self.from_, "map": self.map, "format": self.format}
+            self._all_cases = (FieldCase.model_validate(case),)
         return self
 
     def all_cases(self) -> tuple[FieldCase, ...]:
         """The cases in order (a single-case field as one)."""
-        if self.cases is not None:
-            return self.cases
-        assert self.from_ is not None
-        return (
-            FieldCase.model_validate(
-                {"when": self.when, "from": self.from_, "map": self.map, "format": self.format}
-            ),
-        )
+        return self._all_cases
 
     def sources(self) -> set[str]:
         """Canonical fields this target field reads (including conditions)."""
@@ -182,6 +182,7 @@ class TargetConfig(StrictModel):
     fields: dict[str, TargetField]
     required: tuple[str, ...] = ()
     """Target fields a create needs; a golden record without them is not created (yet)."""
+    _field_cases: tuple[tuple[str, tuple[FieldCase, ...], bool], ...] = PrivateAttr(default=())
     deactivate: Deactivation
     """The target field and value the API's deactivate / block action sets."""
     delete_policy: Literal["deactivate", "delete", "ignore"] = "deactivate"
@@ -206,7 +207,15 @@ class TargetConfig(StrictModel):
             raise ValueError("merge_policy merge needs a target with a merge endpoint (api.kind crm)")
         if self.delete_policy == "delete" and self.api.kind != "crm":
             raise ValueError("delete_policy delete needs a target that deletes (api.kind crm)")
+        required = set(self.required)
+        self._field_cases = tuple(
+            (name, spec.all_cases(), name in required) for name, spec in self.fields.items()
+        )
         return self
+
+    def field_cases(self) -> tuple[tuple[str, tuple[FieldCase, ...], bool], ...]:
+        """Per target field in order: its cases and whether a create needs it (built once)."""
+        return self._field_cases
 
     def base_url(self, settings: Settings) -> str:
         """``api.base_url``, or the demo API's URL from settings."""

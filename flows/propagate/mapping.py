@@ -71,14 +71,14 @@ def outbound(cfg: TargetConfig, values: AbstractMapping[str, Any]) -> Payload:
     keeps what it has; a create without it is refused by the planner).
     """
     out: Payload = {}
-    for name, spec in cfg.fields.items():
+    for name, cases, required in cfg.field_cases():
         value = None
-        for case in spec.all_cases():
+        for case in cases:
             if _matches(case, values):
                 value = _case_value(case, values)
                 if value is not None:
                     break
-        if value is None and name in cfg.required:
+        if value is None and required:
             continue
         out[name] = value
     return out
