@@ -18,7 +18,13 @@ def run(
     flow: Annotated[str, typer.Argument(help=f"Which dataflow: {', '.join(sorted(FLOWS))}.")] = "ingest",
     processes: Annotated[int, typer.Option("--processes", "-p", min=1, help="Worker processes.")] = 1,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker threads per process.")] = 1,
-    start: Annotated[str, typer.Option(help="Where a partition with no recovery state starts.")] = "earliest",
+    start: Annotated[
+        str,
+        typer.Option(
+            help="Where a partition with no recovery state starts: its beginning (earliest) or "
+            "its end when the flow starts (latest; kept in the next snapshot)."
+        ),
+    ] = "earliest",
     only: Annotated[list[str] | None, typer.Option(help="Only these connectors/systems.")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="Forget recovery state (offsets) first.")] = False,
     metrics_port: Annotated[

@@ -23,12 +23,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from cdc.topics import topic_partitions
-from core.errors import TerminalError
+from core.errors import TerminalError, TransientError
 from core.events import RawBatch
 from core.metrics import CONSUMER_LAG, EVENTS_IN
+from core.retry import retry_transient
 from flows.engine.durable import DurableOffsets
 
 log = logging.getLogger(__name__)
@@ -170,6 +178,30 @@ class KafkaBatchPartition(StatefulSourcePartition[RawBatch, int]):
         self._consumer.close()
 
 
+def end_offset(consumer: Consumer, topic: str, partition: int, *, deadline_s: float = 60.0) -> int:
+    """The partition's end (high watermark) now, asked of the broker.
+
+    Why not assign ``OFFSET_END`` and let librdkafka resolve it: it does so lazily, at its first
+    fetch, so a message produced between starting the flow and that fetch would be skipped, and a
+    recovery snapshot taken before the first message would hold ``OFFSET_END`` itself, so a
+    restart would skip everything produced while the flow was down. A concrete offset has neither
+    gap.
+    """
+
+    def ask() -> int:
+        try:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10.0, cached=False
+            )
+        except KafkaException as exc:
+            raise TransientError(f"{topic}[{partition}]: end offset: {exc}") from exc
+        if high is None or high < 0:
+            raise TransientError(f"{topic}[{partition}]: the broker gave no end offset")
+        return int(high)
+
+    return retry_transient(ask, operation=f"end offset of {topic}[{partition}]", deadline_s=deadline_s)
+
+
 class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
     """Every partition of ``topics``, read in batches with offsets kept in recovery snapshots.
 
@@ -220,6 +252,8 @@ class KafkaBatchSource(FixedPartitionedSource[RawBatch, int]):
             }
         )
         start = resume_state if resume_state is not None else self._start
+        if start == OFFSET_END:
+            start = end_offset(consumer, topic, partition)
         return KafkaBatchPartition(
             consumer,
             topic,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from flows.engine.runner import free_ports
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
+# "  12: name" and "             at path:line" lines of a Rust panic's backtrace
+_BACKTRACE_FRAME = re.compile(r"^\s+(\d+: |at )")
 
 
 def pg_lsn(text: str) -> int:
@@ -106,12 +109,18 @@ class FlowProcess:
     def __enter__(self) -> FlowProcess:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *_: object) -> None:
         if self.alive():
             self.stop()
+        if exc_type is not None:
+            # the test failed while this flow ran: its log is what explains it (pytest shows
+            # captured output with the failure, also in CI where the log files are gone)
+            print(f"--- last lines of {self.log.name} ({' '.join(self.args)}) ---\n{self.tail(60)}")
 
     def tail(self, n: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        """The log's last ``n`` lines, without the frames of a Rust backtrace."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return "\n".join([line for line in lines if not _BACKTRACE_FRAME.match(line)][-n:])
 
 
 def with_connectors(config: Path, connectors_dir: Path) -> Path:
