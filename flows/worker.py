@@ -14,24 +14,28 @@ from collections.abc import Callable
 from bytewax.dataflow import Dataflow
 from bytewax.errors import BytewaxRuntimeError
 
-from cdc.connectors import load_connectors
 from core.errors import GoldstreamError
 from core.settings import Settings, load_settings
-from flows.bronze import build_bronze_flow
 from flows.engine.runner import ensure_recovery_dir, run_in_process
-from flows.ingest import build_ingest_flow
-from flows.propagate.flow import build_from_args as _propagate
-from flows.resolve.layout import check_layout
 
 FlowBuilder = Callable[[Settings, argparse.Namespace], Dataflow]
 
+# Each builder imports its flow's modules when it is called: a process runs one flow, and importing
+# all three (mapping engine, resolver, HTTP clients...) cost ~1 s of every process start.
+
 
 def _bronze(settings: Settings, args: argparse.Namespace) -> Dataflow:
+    from cdc.connectors import load_connectors
+    from flows.bronze import build_bronze_flow
+
     connectors = load_connectors(settings.config_dir / "connectors", only=args.only or None)
     return build_bronze_flow(settings, connectors, start=args.start, dlq=not args.no_dlq)
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> Dataflow:
+    from cdc.connectors import load_connectors
+    from flows.ingest import build_ingest_flow
+
     connectors = load_connectors(settings.config_dir / "connectors", only=args.only or None)
     return build_ingest_flow(
         settings,
@@ -40,6 +44,12 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> Dataflow:
         dlq=not args.no_dlq,
         resolve_entities=not args.no_resolve,
     )
+
+
+def _propagate(settings: Settings, args: argparse.Namespace) -> Dataflow:
+    from flows.propagate.flow import build_from_args
+
+    return build_from_args(settings, args)
 
 
 #: ``bronze``: the raw change log only; ``ingest``: bronze + canonical + silver (+ resolution);
@@ -76,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings.recovery_root / args.flow, settings.dataflow.recovery_partitions
             )
             if args.flow == "ingest" and not args.no_resolve:
+                from flows.resolve.layout import check_layout
+
                 d = settings.dataflow
                 check_layout(recovery, d.resolve_mode, d.resolve_key_groups)
         run_in_process(

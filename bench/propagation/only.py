@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -70,6 +71,25 @@ def _config(tmp: Path, topic: str) -> Path:
     path = tmp / "goldstream.yaml"
     path.write_text(yaml.safe_dump(app))
     return path
+
+
+def _stage_seconds(config: Path) -> dict[str, dict[str, float]]:
+    """The delivery thread's steps over the whole run, from the flow's own metrics: per unit of
+    work, planning + echo fingerprints + the intent append (``sync_intent`` is the append alone),
+    the API calls (``sync_send``) and the outcome appends (``sync_record``)."""
+    port = yaml.safe_load(config.read_text())["dataflow"]["metrics_port"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    sums: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        m = re.match(r'goldstream_stage_batch_seconds_(sum|count)\{.*stage="(sync_[a-z]+)".*\} (\S+)', line)
+        if m is not None:
+            sums[(m.group(2), m.group(1))] = sums.get((m.group(2), m.group(1)), 0.0) + float(m.group(3))
+    out: dict[str, dict[str, float]] = {}
+    for stage in sorted({s for s, _ in sums}):
+        n = sums.get((stage, "count"), 0.0)
+        total = sums.get((stage, "sum"), 0.0)
+        out[stage] = {"units": n, "total_s": round(total, 3), "mean_s": round(total / n, 4) if n else 0.0}
+    return out
 
 
 def _sync_log(delta: Path) -> pl.DataFrame:
@@ -162,6 +182,7 @@ def run(args: argparse.Namespace, settings: Settings, command: str) -> dict[str,
                     time.sleep(0.5)
                 else:
                     raise SystemExit("paced changes not all acknowledged")
+                stages = _stage_seconds(config)
             lat = np.array([acked[k].timestamp() - us / 1e6 for k, us in emitted.items()])
             results.update(
                 rate=args.rate,
@@ -174,6 +195,7 @@ def run(args: argparse.Namespace, settings: Settings, command: str) -> dict[str,
                 goal_p99_s=3.0,
                 goal_met=bool(np.percentile(lat, 99) < 3.0),
                 load_avg=os.getloadavg()[0],
+                delivery_stages=stages,
                 command=command,
             )
     finally:
