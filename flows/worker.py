@@ -105,13 +105,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _stopped(args.flow, recovery=not args.no_recovery)
         return 130
     except BytewaxRuntimeError as exc:
         # Bytewax turns SIGINT/SIGTERM into this error; it is a requested stop, not a failure.
         if "signal received" in str(exc):
+            _stopped(args.flow, recovery=not args.no_recovery)
             return 130
         raise
     return 0
+
+
+def _stopped(flow: str, *, recovery: bool) -> None:
+    # Bytewax stops its worker with a Rust panic and prints "thread '<unnamed>' panicked at
+    # src/run.rs" (plus a backtrace when RUST_BACKTRACE is set): say that this was a clean stop.
+    resume = "resumes from the last recovery snapshot" if recovery else "starts over (no recovery store)"
+    logging.getLogger("flows.worker").info("%s flow stopped by a signal; the next start %s", flow, resume)
 
 
 def reset_recovery(settings: Settings, flow: str) -> bool:
