@@ -77,7 +77,9 @@ def test_shop_edit_reaches_crm_and_erp_once_without_echo_and_a_crm_user_edit_rea
     stack: Settings, tmp_path: Path, crm: httpx.Client, erp: httpx.Client
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    config = isolated_config(tmp_path, stack)
+    # gold written every 2 s (default 15): the check below that an echo made no golden version
+    # reads the gold history, and waits longer than this interval
+    config = isolated_config(tmp_path, stack, gold_write_interval_s=2)
     doc = yaml.safe_load(config.read_text())
     doc["propagation"] = {"topics": {"customer": f"golden.customer.e2e{tag}"}}
     config.write_text(yaml.safe_dump(doc))
@@ -198,7 +200,7 @@ def test_shop_edit_reaches_crm_and_erp_once_without_echo_and_a_crm_user_edit_rea
                 timeout=60,
             )
             versions = read_history(delta, "customer", gid)["version"].to_list()
-            time.sleep(8)  # longer than a gold write interval: a version made by an echo would show
+            time.sleep(8)  # 4 gold write intervals: a version made by an echo would show
             assert read_history(delta, "customer", gid)["version"].to_list() == versions
             log = read_delta(sync_log_path(delta))
             assert log is not None
