@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -33,6 +32,7 @@ import polars as pl
 import yaml
 from confluent_kafka import Producer
 
+from bench.propagation.e2e import scrape
 from cdc.topics import ensure_topics
 from core.golden import GoldenChange, content_hash, encode_change
 from core.settings import Settings
@@ -78,17 +78,11 @@ def _stage_seconds(config: Path) -> dict[str, dict[str, float]]:
     work, planning + echo fingerprints + the intent append (``sync_intent`` is the append alone),
     the API calls (``sync_send``) and the outcome appends (``sync_record``)."""
     port = yaml.safe_load(config.read_text())["dataflow"]["metrics_port"]
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    sums: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        m = re.match(r'goldstream_stage_batch_seconds_(sum|count)\{.*stage="(sync_[a-z]+)".*\} (\S+)', line)
-        if m is not None:
-            sums[(m.group(2), m.group(1))] = sums.get((m.group(2), m.group(1)), 0.0) + float(m.group(3))
     out: dict[str, dict[str, float]] = {}
-    for stage in sorted({s for s, _ in sums}):
-        n = sums.get((stage, "count"), 0.0)
-        total = sums.get((stage, "sum"), 0.0)
-        out[stage] = {"units": n, "total_s": round(total, 3), "mean_s": round(total / n, 4) if n else 0.0}
+    for name, (total, n) in sorted(scrape(port).items()):
+        stage = name.removeprefix("stage_batch_seconds.")
+        if stage != name and stage.startswith("sync_"):
+            out[stage] = {"units": n, "total_s": round(total, 3), "mean_s": round(total / n, 4) if n else 0.0}
     return out
 
 
