@@ -13,6 +13,7 @@ itself); adding a command group is one new module and one :data:`COMMANDS` line.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -20,14 +21,12 @@ from typer._click.core import Command, Context  # typer 0.29 carries its own cli
 from typer.core import TyperCommand, TyperGroup
 
 
+@dataclass(frozen=True, slots=True)
 class LazyCommand:
     """Where a top-level command comes from: ``module``, and its help in ``goldstream --help``."""
 
-    __slots__ = ("help", "module")
-
-    def __init__(self, module: str, help: str) -> None:
-        self.module = module
-        self.help = help
+    module: str
+    help: str
 
 
 #: Top-level commands, in the order ``goldstream --help`` lists them.

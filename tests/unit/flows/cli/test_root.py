@@ -25,6 +25,8 @@ def test_every_listed_command_loads_and_answers_its_own_help(name: str) -> None:
     result = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert f"goldstream {name}" in result.output
+    # the listing's help is the command's own (one place to change it would drift from the other)
+    assert " ".join(COMMANDS[name].help.split()) in " ".join(result.output.split())
 
 
 def test_every_command_module_of_the_package_is_listed() -> None:
