@@ -234,14 +234,21 @@ def create_customers(settings: Settings, n: int, tag: str) -> tuple[list[int], f
 
 
 def paced_updates(
-    settings: Settings, targets: list[tuple[str, int]], base: int, rate: float, tick_s: float
+    settings: Settings,
+    targets: list[tuple[str, int]],
+    base: int,
+    rate: float,
+    tick_s: float,
+    changes: list[Change] | None = None,
 ) -> tuple[list[Change], float]:
     """Update each (golden id, customer id)'s phone once at ``rate``/s; the changes and the seconds taken.
 
     One transaction per tick holds the changes due by then: 1,000 single-row commits a second from one
-    client would measure this loop's round trips, not the pipeline.
+    client would measure this loop's round trips, not the pipeline. ``changes``: a list to extend
+    after each commit, so a :class:`SamplePoller` reading it learns of a change while the round
+    runs (with the list only returned at the end, it started polling the first changes ~a round late).
     """
-    changes: list[Change] = []
+    changes = [] if changes is None else changes
     with psycopg.connect(admin_dsn(settings, "shop")) as conn:
         start = time.monotonic()
         sent = 0
@@ -492,8 +499,9 @@ def run(args: argparse.Namespace, settings: Settings, command: str) -> dict[str,
                     def produce(
                         base: int = base, box: list[Change] = changes_box, secs: list[float] = produced_s
                     ) -> None:
-                        made, took = paced_updates(settings, targets, base, args.rate, args.tick_ms / 1000)
-                        box.extend(made)
+                        _made, took = paced_updates(
+                            settings, targets, base, args.rate, args.tick_ms / 1000, changes=box
+                        )
                         secs.append(took)
 
                     producer = threading.Thread(target=produce, daemon=True)
