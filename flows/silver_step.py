@@ -21,9 +21,11 @@ Either way the output is what the read-back gave: the current row of every touch
 
 Exactly once: the step is keyed by entity (one writer per silver table, so MERGEs never conflict);
 its recovery snapshot holds the batches submitted and not yet merged, which a resume merges again
-(the MERGE is idempotent: transaction ids and the sequence guard). A resume reloads the index from
-silver after those are merged, so silver may be ahead of the resumed resolver: replayed changes are
-then "late" and take the slow path, which hands the resolver the current rows, as before.
+as the step is rebuilt, before any new item (the MERGE is idempotent: transaction ids and the
+sequence guard; the source resumes after those batches, so nothing else brings them). A resume
+reloads the index from silver after those are merged, so silver may be ahead of the resumed
+resolver: replayed changes are then "late" and take the slow path, which hands the resolver the
+current rows, as before.
 """
 
 from __future__ import annotations
@@ -293,8 +295,11 @@ def concat_alike(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
 
 
 class SilverLogic(StatefulBatchLogic[MappedRecords, list[RecordChange], list[MappedRecords]]):
-    """The silver step for one entity (Bytewax does not tell a builder its key: the feed is built
-    on the first item)."""
+    """The silver step for one entity (Bytewax does not tell a builder its key: a fresh step builds
+    its feed on the first item, a resumed one at once from its snapshot's batches).
+
+    ``schema``: the silver table's columns when it is created (:class:`SilverFeed`'s argument).
+    """
 
     def __init__(
         self,
@@ -302,12 +307,21 @@ class SilverLogic(StatefulBatchLogic[MappedRecords, list[RecordChange], list[Map
         resolve: frozenset[str],
         write_interval_s: float,
         resume: list[MappedRecords] | None,
+        *,
+        schema: SchemaLike | Literal["entity"] | None = "entity",
     ) -> None:
         self._root = delta_root
         self._resolve = resolve
         self._interval = write_interval_s
+        self._schema = schema
         self._resume = list(resume or ())
         self._feed: SilverFeed | None = None
+        if self._resume:
+            # Merge the batches the crashed process had queued now, not when this entity's next
+            # item arrives: Bytewax builds a resumed step at start-up, but after a crash at the end
+            # of a burst no further item may come for hours, and the source has already moved past
+            # these batches, so until then silver would lack them (and a restart would not help).
+            self._feed_for(self._resume[0].entity)
 
     def _feed_for(self, entity: str) -> SilverFeed:
         if self._feed is None:
@@ -317,6 +331,7 @@ class SilverLogic(StatefulBatchLogic[MappedRecords, list[RecordChange], list[Map
                 resolve=entity in self._resolve,
                 write_interval_s=self._interval,
                 resume=self._resume,
+                schema=self._schema,
             )
             self._resume = []
         return self._feed

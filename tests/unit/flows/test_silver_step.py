@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.golden import RecordChange
-from flows.silver_step import MappedRecords, SilverFeed, causes, record_changes
+from flows.silver_step import MappedRecords, SilverFeed, SilverLogic, causes, record_changes
 from sinks.delta.silver import SilverWriter, read_current, read_rows
 from sinks.delta.silver_batch import SEQ, normalize, sequence
 from tests.unit.sinks.delta.test_silver_property import DATA, PROFILE, Event, deliveries, frame, histories
@@ -116,3 +116,21 @@ def test_truncate_reads_the_whole_table_back(tmp_path: Path) -> None:
     late = Event(0, "1", "u", lsn=25, tx_id=2, partition=0, values={"name": "x"}, offset=6)
     (change,) = feed.apply(MappedRecords(ENTITY, frame([late])))
     assert change.values is None  # older than the truncate: stays deleted
+
+
+def test_a_resumed_step_merges_what_was_queued_without_waiting_for_new_input(tmp_path: Path) -> None:
+    # A process dies with a MERGE queued behind the write interval; the source has moved past that
+    # batch, so the resumed step is all that can bring it to silver, even if nothing else arrives.
+    feed = SilverFeed(tmp_path, ENTITY, resolve=True, write_interval_s=3600, schema=None)
+    first = Event(0, "1", "c", lsn=10, tx_id=1, partition=0, values={"name": "ann"}, offset=0)
+    feed.apply(MappedRecords(ENTITY, frame([first])))  # merged at once
+    queued = Event(0, "2", "c", lsn=20, tx_id=2, partition=0, values={"name": "bob"}, offset=1)
+    feed.apply(MappedRecords(ENTITY, frame([queued])))
+    snapshot = feed.pending()
+    assert len(snapshot) == 1
+
+    logic = SilverLogic(tmp_path, frozenset({ENTITY}), 3600, snapshot, schema=None)
+
+    names = dict(read_current(feed.path).select("source_key", "name").iter_rows())
+    assert names == {"1": "ann", "2": "bob"}
+    assert logic.snapshot() == []
