@@ -21,7 +21,7 @@ Either way the output is what the read-back gave: the current row of every touch
 
 Exactly once: the step is keyed by entity (one writer per silver table, so MERGEs never conflict);
 its recovery snapshot holds the batches submitted and not yet merged, which a resume merges again
-as the step is rebuilt, before any new item (the MERGE is idempotent: transaction ids and the
+as the step is rebuilt at start-up, not on its next item (the MERGE is idempotent: transaction ids and the
 sequence guard; the source resumes after those batches, so nothing else brings them). A resume
 reloads the index from silver after those are merged, so silver may be ahead of the resumed
 resolver: replayed changes are then "late" and take the slow path, which hands the resolver the
