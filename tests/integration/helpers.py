@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import polars as pl
 import yaml
 
@@ -136,3 +137,14 @@ def read_delta(path: Path) -> pl.DataFrame | None:
     if not (path / "_delta_log").exists():
         return None
     return pl.read_delta(str(path))
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """A counter's value from a process's /metrics endpoint (0 when absent)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if m and ",".join(sorted(m.group(1).split(","))) == want:
+            return float(m.group(2))
+    return 0.0

@@ -29,7 +29,7 @@ from sinks.delta.gold import read_crosswalk, read_golden, read_history
 from sinks.delta.sync_log import sync_log_path
 from tests.integration.flows.test_ingest_crash import db_record_ids
 from tests.integration.flows.test_resolve import person
-from tests.integration.helpers import FlowProcess, free_port, isolated_config, read_delta, wait_for
+from tests.integration.helpers import FlowProcess, free_port, isolated_config, metric, read_delta, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +60,6 @@ def by_external_id(client: httpx.Client, resource: str, golden_id: str) -> dict[
     r.raise_for_status()
     body: dict[str, Any] = r.json()
     return body
-
-
-def metric(port: int, name: str, **labels: str) -> float:
-    """A counter's value from a process's /metrics endpoint (0 when absent)."""
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        m = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-        if m and ",".join(sorted(m.group(1).split(","))) == want:
-            return float(m.group(2))
-    return 0.0
 
 
 def test_shop_edit_reaches_crm_and_erp_once_without_echo_and_a_crm_user_edit_reaches_the_erp(

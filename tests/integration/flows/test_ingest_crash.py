@@ -13,8 +13,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import polars as pl
 import psycopg
+import yaml
 
 from cdc.demo import load
 from cdc.pg import admin_dsn
@@ -22,7 +24,7 @@ from core.golden import record_id
 from core.settings import Settings
 from sinks.delta.gold import gold_paths, read_crosswalk, read_golden, read_history
 from sinks.delta.silver import read_current, silver_path
-from tests.integration.helpers import FlowProcess, isolated_config, wait_for
+from tests.integration.helpers import FlowProcess, isolated_config, metric, wait_for
 
 KILLS = 3
 #: The customer source tables: (database, schema, table, primary-key columns in key order).
@@ -113,3 +115,60 @@ def test_kill9_under_load_leaves_silver_and_gold_consistent(stack: Settings, tmp
     assert not [p for p, n in pairs.items() if n > 1]
     current = history.filter(pl.col("valid_to").is_null())
     assert current["golden_id"].n_unique() == current.height  # one open version per golden id
+
+
+def test_a_merge_queued_at_a_crash_lands_after_the_restart_without_new_changes(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """kill -9 while a silver MERGE waits for the write interval, then restart with nothing new to
+    read: the MERGE must come from the recovery snapshot (the source has moved past the change)."""
+    # a MERGE as the first change of a table arrives, then none for 5 minutes; an epoch every second
+    config = isolated_config(tmp_path, stack, snapshot_interval_s=1, silver_write_interval_s=300)
+    port = int(yaml.safe_load(config.read_text())["dataflow"]["metrics_port"])
+    delta = tmp_path / "delta"
+    log = tmp_path / "flow.log"
+    flow = FlowProcess(config, "ingest", "--no-dlq", log=log).start()
+    try:
+        last: list[float] = []
+
+        def taken() -> float | None:
+            """Messages the source has emitted, or None while the metrics endpoint is not up."""
+            try:
+                return metric(port, "goldstream_stage_events_in_total", stage="source")
+            except httpx.HTTPError:
+                return None
+
+        def idle() -> bool | None:
+            # caught up: the source took nothing new for 3 s
+            n = taken()
+            if n is None:
+                return None
+            last.append(n)
+            return True if len(last) > 6 and last[-1] > 0 and last[-1] == last[-7] else None
+
+        wait_for("the ingest flow to catch up", idle, timeout=300, every=0.5)
+        with psycopg.connect(admin_dsn(stack, "shop"), autocommit=True) as conn:
+            row = conn.execute(
+                "INSERT INTO public.customers (email, first_name, last_name) "
+                "VALUES (%s, 'Queued', 'Merge') RETURNING customer_id::text",
+                (f"queued.{time.time_ns()}@example.org",),
+            ).fetchone()
+        assert row is not None
+        rid = record_id("shop", "public.customers", row[0])
+
+        def read() -> bool | None:
+            n = taken()
+            return True if n is not None and n > last[-1] else None
+
+        wait_for("the insert to be read", read, timeout=60)
+        time.sleep(4)  # several epochs close: the source's snapshot is past the insert
+        assert flow.alive(), flow.tail()
+        assert rid not in live_silver(delta), "the MERGE ran before the crash: nothing to test"
+        flow.kill9()
+    finally:
+        if flow.alive():
+            flow.kill9()
+
+    with FlowProcess(config, "ingest", "--no-dlq", log=log) as restarted:
+        wait_for(f"{rid} in silver", lambda: True if rid in live_silver(delta) else None, timeout=120)
+        assert restarted.alive(), restarted.tail()
