@@ -29,6 +29,7 @@ from prometheus_client import start_http_server
 
 from core.errors import ConfigError, TerminalError
 from core.runtime import tune_gc
+from flows.engine.recovery import discard_abandoned_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +118,10 @@ def run_in_process(
     """Run ``flow`` in this process (as one member of a cluster when ``addresses`` is given)."""
     if metrics_port:
         start_http_server(metrics_port + (process_id or 0), addr="127.0.0.1")
-    recovery = (
-        RecoveryConfig(str(recovery_dir))  # type: ignore[no-untyped-call]
-        if recovery_dir is not None
-        else None
-    )
+    recovery = None
+    if recovery_dir is not None:
+        discard_abandoned_snapshots(recovery_dir)
+        recovery = RecoveryConfig(str(recovery_dir))  # type: ignore[no-untyped-call]
     tune_gc()
     cli_main(  # type: ignore[no-untyped-call]
         flow,
