@@ -21,8 +21,8 @@ Either way the output is what the read-back gave: the current row of every touch
 
 Exactly once: the step is keyed by entity (one writer per silver table, so MERGEs never conflict);
 its recovery snapshot holds the batches submitted and not yet merged, which a resume merges again
-as the step is rebuilt at start-up, not on its next item (the MERGE is idempotent: transaction ids and the
-sequence guard; the source resumes after those batches, so nothing else brings them). A resume
+as the step is rebuilt at start-up, not on its next item (the MERGE is idempotent: transaction ids
+and the sequence guard; the source resumes after those batches, so nothing else brings them). A resume
 reloads the index from silver after those are merged, so silver may be ahead of the resumed
 resolver: replayed changes are then "late" and take the slow path, which hands the resolver the
 current rows, as before.
@@ -314,26 +314,27 @@ class SilverLogic(StatefulBatchLogic[MappedRecords, list[RecordChange], list[Map
         self._resolve = resolve
         self._interval = write_interval_s
         self._schema = schema
-        self._resume = list(resume or ())
         self._feed: SilverFeed | None = None
-        if self._resume:
+        if resume:
             # Merge the batches the crashed process had queued now, not when this entity's next
             # item arrives: Bytewax builds a resumed step at start-up, but after a crash at the end
             # of a burst no further item may come for hours, and the source has already moved past
             # these batches, so until then silver would lack them (and a restart would not help).
-            self._feed_for(self._resume[0].entity)
+            self._feed = self._new_feed(resume[0].entity, resume)
+
+    def _new_feed(self, entity: str, resume: Sequence[MappedRecords]) -> SilverFeed:
+        return SilverFeed(
+            self._root,
+            entity,
+            resolve=entity in self._resolve,
+            write_interval_s=self._interval,
+            resume=resume,
+            schema=self._schema,
+        )
 
     def _feed_for(self, entity: str) -> SilverFeed:
         if self._feed is None:
-            self._feed = SilverFeed(
-                self._root,
-                entity,
-                resolve=entity in self._resolve,
-                write_interval_s=self._interval,
-                resume=self._resume,
-                schema=self._schema,
-            )
-            self._resume = []
+            self._feed = self._new_feed(entity, ())
         return self._feed
 
     def on_batch(self, values: list[MappedRecords]) -> tuple[Iterable[list[RecordChange]], bool]:
@@ -352,6 +353,4 @@ class SilverLogic(StatefulBatchLogic[MappedRecords, list[RecordChange], list[Map
 
     def snapshot(self) -> list[MappedRecords]:
         """The batches submitted and not yet merged (a resume merges them again)."""
-        if self._feed is None:
-            return list(self._resume)
-        return self._feed.pending()
+        return self._feed.pending() if self._feed is not None else []
