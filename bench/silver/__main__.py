@@ -45,7 +45,14 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from bench.silver.generate import ChangeProducer, ChangeStream, Segment, customers_mapping, row_pool
-from bench.silver.pipeline import RunStats, cpu_seconds, run_segment
+from bench.silver.pipeline import (
+    MapperPool,
+    RunStats,
+    bronze_sample,
+    cpu_seconds,
+    run_segment,
+    run_segment_mapped,
+)
 from cdc.topics import admin, probe_broker
 from core.canonical import record_schema
 from core.runtime import tune_gc
@@ -166,10 +173,17 @@ def main() -> None:
     ap.add_argument(
         "--modes",
         default="serial,overlap",
-        help="serial: map then MERGE; overlap: MERGE in a thread meanwhile",
+        help="serial: map then MERGE; overlap: MERGE in a thread meanwhile; mapped: one mapper process"
+        " per partition (the flow's workers) feeding this process's writer thread",
     )
     ap.add_argument("--delete-frac", type=float, default=0.1)
     ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument(
+        "--poll",
+        type=int,
+        default=None,
+        help="messages per poll (default: the flow's dataflow.batch_size per partition)",
+    )
     ap.add_argument("--compare-rows", type=int, default=40_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--root", type=Path, default=Path(".state/bench/silver"))
@@ -203,10 +217,12 @@ def main() -> None:
         "load_avg_start": load_avg(),
         "params": {k: str(v) for k, v in vars(args).items()},
     }
+    poll = args.poll or settings.dataflow.batch_size * args.partitions
+    results["params"]["poll"] = str(poll)
     sizes = [int(s) for s in args.batches.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
-    if not set(modes) <= {"serial", "overlap"}:
-        ap.error(f"--modes takes serial and/or overlap, not {args.modes!r}")
+    if not set(modes) <= {"serial", "overlap", "mapped"}:
+        ap.error(f"--modes takes serial, overlap and/or mapped, not {args.modes!r}")
     mapping = customers_mapping()
     topic = f"bench.silver.{int(time.time())}"
     space = int(args.rows * 1.1)
@@ -233,28 +249,25 @@ def main() -> None:
     shutil.rmtree(args.root, ignore_errors=True)
     writer = SilverWriter(args.root, "customer", schema=record_schema("customer"))
     echo(f"load {args.rows:,} rows in MERGEs of {args.load_batch:,}")
-    stats = run_segment(bootstrap, topic, load, mapping, writer, batch=args.load_batch)
+    stats = run_segment(bootstrap, topic, load, mapping, writer, batch=args.load_batch, poll=poll)
     results["load"] = {**stats.summary(), "rows_per_s": round(load.changes / stats.seconds)}
     echo(f"  {results['load']}")
     read_s, rows = timed_read(writer.path)
     results["read_current_after_load"] = {"seconds": round(read_s, 3), "rows": rows}
 
     per_size: dict[str, Any] = {}
-    kept: list[pl.DataFrame] = []
+    pool = (
+        MapperPool(bootstrap, topic, args.partitions, poll // args.partitions) if "mapped" in modes else None
+    )
     for mode, size, segment in runs:
         entry = per_size.setdefault(f"{mode}/{size}", {"mode": mode, "batch": size, "runs": []})
-        stats = run_segment(
-            bootstrap,
-            topic,
-            segment,
-            mapping,
-            writer,
-            batch=size,
-            keep_frames=not kept,
-            overlap=mode == "overlap",
-        )
-        if not kept:
-            kept = stats.bronze_frames
+        if mode == "mapped":
+            assert pool is not None
+            stats = run_segment_mapped(pool, segment, writer, batch=size)
+        else:
+            stats = run_segment(
+                bootstrap, topic, segment, mapping, writer, batch=size, overlap=mode == "overlap", poll=poll
+            )
         summary: dict[str, Any] = {
             **stats.summary(),
             "upserts": segment.changes,
@@ -278,7 +291,7 @@ def main() -> None:
     echo("exactly once: replay the last segment through a new writer")
     restarted = SilverWriter(args.root, "customer", schema=record_schema("customer"))
     before = len(list((writer.path / "_delta_log").glob("*.json")))
-    replay: RunStats = run_segment(bootstrap, topic, runs[-1][2], mapping, restarted, batch=10**9)
+    replay: RunStats = run_segment(bootstrap, topic, runs[-1][2], mapping, restarted, batch=10**9, poll=poll)
     after = len(list((writer.path / "_delta_log").glob("*.json")))
     results["exactly_once"] = {
         "replayed_records": replay.records,
@@ -292,7 +305,10 @@ def main() -> None:
     }
     echo(f"  {results['exactly_once']}")
 
+    if pool is not None:
+        pool.close()
     echo(f"transform alone on {args.compare_rows:,} rows: engine vs per-record reference")
+    kept = bronze_sample(bootstrap, topic, runs[0][2], args.compare_rows, poll)
     results["transform"] = transform_rates(mapping, kept, args.compare_rows)
     echo(f"  {results['transform']}")
     read_s, rows = timed_read(writer.path)
