@@ -16,8 +16,8 @@ module commits them, following the Delta protocol (PROTOCOL.md: actions ``commit
 * the log entry ``_delta_log/<version>.json`` is created with put-if-absent semantics (a hard link
   of a finished temporary file, which fails if the name exists), so a concurrent commit of the same
   version makes this one fail with :class:`CommitConflictError` instead of overwriting it;
-* a checkpoint is written every ``delta.checkpointInterval`` versions, as delta-rs's post-commit hook
-  does.
+* a checkpoint is written every ``delta.checkpointInterval`` versions and expired log files are
+  cleaned up after it, as delta-rs's post-commit hook does.
 
 Only local tables with a protocol this writer fully honours are committed this way
 (:func:`unsupported_reason`); the silver writer falls back to delta-rs's MERGE for the rest.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import os
 import re
@@ -40,6 +41,9 @@ from urllib.parse import unquote
 
 import polars as pl
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+log = logging.getLogger(__name__)
 
 ENGINE_INFO = "goldstream"
 CHANGE_TYPE = "_change_type"
@@ -288,7 +292,14 @@ def commit(
     finally:
         tmp.unlink(missing_ok=True)
     table.update_incremental()
-    interval = int(table.metadata().configuration.get("delta.checkpointInterval") or 100)
-    if version % interval == 0:
-        table.create_checkpoint()
+    config = table.metadata().configuration
+    if version % int(config.get("delta.checkpointInterval") or 100) == 0:
+        # as delta-rs's post-commit hook; the commit has landed, so a failure here only costs the
+        # next reader some log replay (maintenance checkpoints again)
+        try:
+            table.create_checkpoint()
+            if str(config.get("delta.enableExpiredLogCleanup", "true")).lower() == "true":
+                table.cleanup_metadata()
+        except (OSError, DeltaError) as exc:
+            log.warning("%s: checkpoint after version %d failed: %s", root, version, exc)
     return version

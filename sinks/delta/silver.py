@@ -36,12 +36,22 @@ A batch is applied with one MERGE (one Delta commit):
 Batches of one Kafka partition must be applied in offset order (a later batch committed first would
 make the earlier one look already committed).
 
-Cost (``bench/silver_merge.py``, 2 cores shared with other jobs): delta-rs MERGE is copy-on-write,
-so a batch with random keys rewrites every file of its partitions: ~6 CPU-s fixed per commit for a
-1M-row partition plus ~20 us per row (fold + join + change data feed). Hence apply few, large
-batches: 20k rows -> ~4.8k upserts/s, 50k -> ~11k/s, 250k -> ~16k/s wall (~23k per CPU-s) at 1M
-rows; a 100k-row partition takes ~0.8 CPU-s per commit. Per-commit cost grows with the partition,
-not the batch.
+Two engines apply the MERGE, with the same result (property-tested: rows, versions and change
+data feed):
+
+* ``rewrite`` (the default): the rows of the files the batch can touch are read with polars, merged
+  by ``silver_rewrite.merge_rows`` and written back, and ``log_commit`` commits the new files, the
+  change data files and the transactions itself (put-if-absent, as delta-rs commits). Files
+  without a changed row are kept. Used for local tables whose protocol it honours
+  (``log_commit.unsupported_reason``) and partition values that need no escaping in a path.
+* ``delta-rs``: ``DeltaTable.merge`` with the clauses of ``silver_merge``; the fallback for every
+  other table (logged once per reason).
+
+Cost (``bench/silver``, 2 cores): both are copy-on-write, so a batch with random keys rewrites
+every file of its source table. A 500k-row batch into a 1M-row table took delta-rs 9.3 s with the
+change data feed on (4.6 s with it off: the feed costs as much as the MERGE) and the rewrite engine
+3.4-5.9 s, about half of it writing Parquet (the table's files and the feed). Hence apply few,
+large batches; per-commit cost grows with the source table, not the batch.
 """
 
 from __future__ import annotations
@@ -224,7 +234,9 @@ class SilverWriter:
     names to polars dtypes; contract columns in it are ignored); without it the first batch (or the
     existing table) decides. Data columns a later batch adds are added to the table; columns a batch
     lacks keep their values. ``maintenance`` runs :func:`~sinks.delta.maintenance.maintain` after
-    enough commits (None: never; run ``goldstream maintain`` instead).
+    enough commits (None: never; run ``goldstream maintain`` instead). ``engine`` picks the MERGE
+    (module docstring): ``rewrite`` falls back to ``delta-rs`` where it cannot commit, and
+    ``writer_properties`` apply to the delta-rs MERGE only (the rewrite engine writes Snappy Parquet).
     """
 
     def __init__(

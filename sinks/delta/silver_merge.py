@@ -1,5 +1,8 @@
 """The silver MERGE clauses (delta-rs SQL expressions) for a folded batch.
 
+``sinks.delta.silver_rewrite`` applies the same rules with polars (the rewrite engine); a property
+test holds the two to the same result.
+
 Aliases: ``s`` is the folded batch (``silver_batch.fold``), ``t`` the silver table. Sequences are
 fixed-width strings, so every "newer" test is a string comparison; ``''`` sorts before every
 sequence and stands for "never".
