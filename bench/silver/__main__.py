@@ -1,7 +1,8 @@
 """bench/silver: upserts/s into a 1M-row silver table, end to end from Kafka, exactly once.
 
     .venv/bin/python -m bench.silver [--rows 1000000] [--run-changes 250000] [--batches 250000]
-        [--runs 3] [--soak .state/bench/silver-soak.json] [--out bench/results/silver.json]
+        [--modes serial,overlap] [--engine rewrite] [--runs 3] [--soak .state/bench/silver-soak.json]
+        [--out bench/results/silver.json]
 
 1. **Messages.** A fresh topic ``bench.silver.<ts>`` (2 partitions) receives Debezium-shaped changes of
    ``shop.public.customers`` (``bench.silver.generate``): ``--rows`` creates with distinct random keys
@@ -10,14 +11,17 @@
    by a tombstone). Every delivery is confirmed before the clock starts.
 2. **Load** the table through the pipeline (``bench.silver.pipeline``: consume -> decode -> bronze
    frame -> ``map_batch`` -> ``SilverWriter.apply``) in MERGEs of ``--load-batch`` records.
-3. **Upsert runs.** ``--runs`` segments per ``--batches`` size, each consumed and applied by the same
-   pipeline and writer (production ``MaintenancePolicy``); upserts/s = changes in the segment / wall
-   seconds from the consumer's creation to the last commit. The median is the result.
+3. **Upsert runs.** ``--runs`` segments per mode and ``--batches`` size, each consumed and applied
+   by the same writer (production ``MaintenancePolicy``, ``--engine``). Modes: ``serial`` (one
+   process: map, then MERGE), ``overlap`` (the MERGE on a writer thread meanwhile) and ``mapped``
+   (the flow's topology: a mapper process per partition, the MERGEs on this process's writer
+   thread; ``bench.silver.pipeline.MapperPool``). upserts/s = changes in the segment / wall seconds
+   from the start of consuming to the last commit. The best median is the result.
 4. **Exactly once.** The last segment is consumed again by a new writer (a restarted worker): every
    row must be skipped by the transaction check and the table version must not move; then the
    current state is compared key by key with the generator's: live keys, soft-deleted keys.
 5. **Transform alone.** ``map_batch`` and the per-record ``map_batch_reference`` on the same
-   ``--compare-rows`` bronze rows of the first run, one after the other in this process, outputs
+   ``--compare-rows`` bronze rows of the first segment, one after the other in this process, outputs
    checked equal; records per CPU-second and per wall-second.
 6. **Read.** ``read_current`` (polars, fresh table load) after the runs, best of 3; and the soak's
    result (``bench.silver.soak``, a separate, long process) merged in as ``read_current_s_after_1h``
@@ -58,7 +62,7 @@ from core.canonical import record_schema
 from core.runtime import tune_gc
 from core.settings import load_settings
 from flows.canonical import Mapping, map_batch, map_batch_reference
-from sinks.delta.silver import SilverWriter, read_current
+from sinks.delta.silver import ENGINES, SilverWriter, read_current
 
 
 def echo(msg: str) -> None:
@@ -176,6 +180,9 @@ def main() -> None:
         help="serial: map then MERGE; overlap: MERGE in a thread meanwhile; mapped: one mapper process"
         " per partition (the flow's workers) feeding this process's writer thread",
     )
+    ap.add_argument(
+        "--engine", choices=ENGINES, default="rewrite", help="the silver MERGE engine (SilverWriter engine=)"
+    )
     ap.add_argument("--delete-frac", type=float, default=0.1)
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument(
@@ -247,7 +254,7 @@ def main() -> None:
     echo(f"  {results['produce']}")
 
     shutil.rmtree(args.root, ignore_errors=True)
-    writer = SilverWriter(args.root, "customer", schema=record_schema("customer"))
+    writer = SilverWriter(args.root, "customer", schema=record_schema("customer"), engine=args.engine)
     echo(f"load {args.rows:,} rows in MERGEs of {args.load_batch:,}")
     stats = run_segment(bootstrap, topic, load, mapping, writer, batch=args.load_batch, poll=poll)
     results["load"] = {**stats.summary(), "rows_per_s": round(load.changes / stats.seconds)}
@@ -289,7 +296,7 @@ def main() -> None:
     best = max(per_size, key=lambda k: per_size[k]["upserts_per_s_median"])
 
     echo("exactly once: replay the last segment through a new writer")
-    restarted = SilverWriter(args.root, "customer", schema=record_schema("customer"))
+    restarted = SilverWriter(args.root, "customer", schema=record_schema("customer"), engine=args.engine)
     before = len(list((writer.path / "_delta_log").glob("*.json")))
     replay: RunStats = run_segment(bootstrap, topic, runs[-1][2], mapping, restarted, batch=10**9, poll=poll)
     after = len(list((writer.path / "_delta_log").glob("*.json")))
