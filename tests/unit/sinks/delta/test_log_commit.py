@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -32,6 +33,20 @@ def make_table(path: Path, **configuration: str) -> DeltaTable:
     return DeltaTable(str(path))
 
 
+def empty_commit(table: DeltaTable, *, read_version: int) -> int:
+    """A commit without actions (a version of its own)."""
+    return commit(
+        table,
+        [],
+        read_version=read_version,
+        operation="WRITE",
+        parameters={},
+        metrics={},
+        app_transactions=[],
+        custom_metadata={},
+    )
+
+
 def test_statistics_bound_every_value_and_count_nulls() -> None:
     long = "x" * (STATS_STRING_CHARS + 5)
     frame = pl.DataFrame(
@@ -47,7 +62,9 @@ def test_statistics_bound_every_value_and_count_nulls() -> None:
             ],
             "flag": [True, False, None],
             "tags": [["a"], [], None],
-        }
+            "money": [Decimal("1.250"), None, Decimal("-3.000")],
+        },
+        schema_overrides={"money": pl.Decimal(38, 3)},
     )
     stats = json.loads(stats_json(frame, frame.columns))
     assert stats["numRecords"] == 3
@@ -61,7 +78,8 @@ def test_statistics_bound_every_value_and_count_nulls() -> None:
     assert (lo["ts"], hi["ts"]) == ("2024-01-01T00:00:00.001Z", "2024-01-01T00:00:00.003Z")
     assert (lo["flag"], hi["flag"]) == (False, True)
     assert "tags" not in lo and "tags" not in nulls  # nested: no statistics, as delta-rs
-    assert nulls == {"s": 1, "long": 1, "i": 1, "d": 1, "ts": 1, "flag": 1}
+    assert "money" not in lo and "money" not in hi  # decimals: null counts only, no float rounding
+    assert nulls == {"s": 1, "long": 1, "i": 1, "d": 1, "ts": 1, "flag": 1, "money": 1}
 
 
 def test_a_long_maximum_is_left_out() -> None:
@@ -110,16 +128,7 @@ def test_a_version_another_writer_took_is_a_conflict(tmp_path: Path) -> None:
         str(tmp_path / "t"), pl.DataFrame({"part": ["a"], "key": ["9"], "n": [9]}).to_arrow(), mode="append"
     )
     with pytest.raises(CommitConflictError, match="version 1"):
-        commit(
-            stale,
-            [],
-            read_version=table.version(),
-            operation="WRITE",
-            parameters={},
-            metrics={},
-            app_transactions=[],
-            custom_metadata={},
-        )
+        empty_commit(stale, read_version=table.version())
     log = sorted(p.name for p in (tmp_path / "t" / "_delta_log").iterdir())
     assert log == ["00000000000000000000.json", "00000000000000000001.json"]  # no temp file left
     assert pl.read_delta(str(tmp_path / "t")).height == 2  # the other commit is intact
@@ -128,16 +137,7 @@ def test_a_version_another_writer_took_is_a_conflict(tmp_path: Path) -> None:
 def test_a_checkpoint_is_written_at_the_interval(tmp_path: Path) -> None:
     table = make_table(tmp_path / "t", **{"delta.checkpointInterval": "2"})
     for _ in range(2):
-        commit(
-            table,
-            [],
-            read_version=table.version(),
-            operation="WRITE",
-            parameters={},
-            metrics={},
-            app_transactions=[],
-            custom_metadata={},
-        )
+        empty_commit(table, read_version=table.version())
     assert table.version() == 2
     assert json.loads((tmp_path / "t" / "_delta_log" / "_last_checkpoint").read_text())["version"] == 2
 

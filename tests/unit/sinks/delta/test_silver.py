@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -502,6 +503,23 @@ def test_data_types_follow_the_table(writer: SilverWriter, src: Source) -> None:
     bad = frame(src.ev("1", 3, "u")).with_columns(pl.lit("not a number").alias("age"))
     with pytest.raises(TerminalError):
         writer.apply(bad)
+
+
+def test_decimal_and_date_columns_keep_their_values(writer: SilverWriter, src: Source) -> None:
+    money = pl.Decimal(38, 3)
+    extra = {"amount": money, "due": pl.Date()}
+    first = frame(src.ev("1", 1, "c", name="a"), src.ev("2", 2, "c", name="b")).with_columns(
+        pl.Series("amount", [Decimal("12.500"), None], money), pl.Series("due", [dt.date(2024, 5, 1), None])
+    )
+    writer.apply(first)
+    writer.apply(
+        frame(src.ev("1", 3, "u", name="a2")).with_columns(
+            pl.Series("amount", [Decimal("-0.125")], money), pl.Series("due", [dt.date(2025, 1, 31)])
+        )
+    )
+    got = read_current(writer.path).select("source_key", *extra).sort("source_key")
+    assert got.schema == pl.Schema({"source_key": pl.String(), **extra})
+    assert got.rows() == [("1", Decimal("-0.125"), dt.date(2025, 1, 31)), ("2", None, None)]
 
 
 def test_other_time_zones_are_stored_as_utc(writer: SilverWriter, src: Source) -> None:
