@@ -131,9 +131,13 @@ def partition_dir(values: Mapping[str, str], order: Sequence[str]) -> str | None
     return "/".join(parts)
 
 
-def file_path(root: Path, relative: str) -> Path:
-    """The local path of a file an action names (paths in the log are URL-encoded)."""
-    return root / unquote(relative)
+def file_path(root: Path, path: str) -> Path:
+    """The local path of a file an action names: URL-encoded, relative to the table or absolute."""
+    if path.startswith("file://"):
+        return Path(unquote(path.removeprefix("file://")))
+    if "://" in path:
+        raise ValueError(f"not a local file: {path}")
+    return root / unquote(path)
 
 
 def indexed_columns(table: DeltaTable, columns: Sequence[str]) -> list[str]:

@@ -207,6 +207,10 @@ def _arrow_schema(data: Mapping[str, pl.DataType]) -> pa.Schema:
     return pl.DataFrame(schema=columns).to_arrow().schema
 
 
+class _NotRewritable(Exception):  # noqa: N818 (a signal to fall back, not an error)
+    """The rewrite engine cannot apply this batch; delta-rs's MERGE will."""
+
+
 def _by_partition(frame: pl.DataFrame) -> list[tuple[tuple[str, str], pl.DataFrame]]:
     """``frame`` split by source table (``DataFrame.partition_by`` took 2.4 s on 1M rows)."""
     if frame.height == 0:
@@ -494,7 +498,10 @@ class SilverWriter:
         if self.engine == "rewrite":
             reason = unsupported_reason(table) or self._unsafe_partition(folded)
             if reason is None:
-                return self._rewrite(table, folded, tracked, transactions, custom)
+                try:
+                    return self._rewrite(table, folded, tracked, transactions, custom)
+                except _NotRewritable as exc:  # found while reading, before anything was written
+                    reason = str(exc)
             if reason != self._fallback_reason:
                 log.warning("%s: MERGE through delta-rs, not the rewrite engine: %s", self.uri, reason)
                 self._fallback_reason = reason
@@ -599,6 +606,8 @@ class SilverWriter:
         files = self._candidates(table, folded)
         try:
             target = self._read_files(files, schema)
+        except ValueError as exc:  # a file outside the table's folder (file_path)
+            raise _NotRewritable(str(exc)) from exc
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise TransientError(f"{self.uri}: reading the files to rewrite failed: {exc}") from exc
         t1 = time.perf_counter()

@@ -18,6 +18,7 @@ from sinks.delta.log_commit import (
     STATS_STRING_CHARS,
     CommitConflictError,
     commit,
+    file_path,
     partition_dir,
     stats_json,
     unsupported_reason,
@@ -151,6 +152,13 @@ def test_tables_with_features_it_does_not_honour_are_refused(tmp_path: Path) -> 
     constrained = make_table(tmp_path / "ck")
     constrained.alter.add_constraint({"positive": "n > 0"})
     assert unsupported_reason(DeltaTable(str(tmp_path / "ck"))) is not None
+
+
+def test_file_paths_of_actions_are_decoded_relative_or_absolute(tmp_path: Path) -> None:
+    assert file_path(tmp_path, "a=x%20y/part.parquet") == tmp_path / "a=x y" / "part.parquet"
+    assert file_path(tmp_path, "file:///data/t/part%2D1.parquet") == Path("/data/t/part-1.parquet")
+    with pytest.raises(ValueError, match="not a local file"):
+        file_path(tmp_path, "s3://bucket/part.parquet")
 
 
 def test_partition_values_that_need_escaping_are_not_written() -> None:

@@ -604,3 +604,19 @@ def test_the_rewrite_engine_commits_as_merge_with_its_metrics(tmp_path: Path, sr
     assert (metrics["num_target_rows_updated"], metrics["num_target_rows_inserted"]) == (1, 1)
     assert last["goldstream.offsets"] == f"{silver_app_id('customer', 'crm.public.customers', 0)}@2"
     assert set(r.steps) == {"prepare", "read", "merge", "write", "commit"}
+
+
+def test_a_file_the_rewrite_engine_cannot_read_locally_falls_back_before_writing(
+    tmp_path: Path, src: Source, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = SilverWriter(tmp_path, "customer", maintenance=None)
+    w.apply(frame(src.ev("1", 1, "c", name="a")))
+
+    def remote(*_args: Any) -> pl.DataFrame:
+        raise ValueError("not a local file: s3://bucket/part.parquet")
+
+    monkeypatch.setattr(SilverWriter, "_read_files", remote)
+    w.apply(frame(src.ev("1", 2, "u", name="b")))
+    assert "s3://bucket" in caplog.text
+    assert DeltaTable(str(w.path)).history(1)[0]["engineInfo"].startswith("delta-rs")
+    assert state(w)["1"]["name"] == "b"
