@@ -1,7 +1,7 @@
 """Silver MERGE micro-benchmark: upserts/s into a silver table and read time of its current state.
 
     .venv/bin/python bench/silver_merge.py [--rows 1000000] [--batches 20000,50000,100000]
-        [--rounds 4] [--small-minutes 10] [--small-batch 1000] [--out results.json]
+        [--rounds 4] [--small-minutes 10] [--small-batch 1000] [--engine rewrite] [--out results.json]
 
 Phases (all through ``SilverWriter.apply``, so fold + transaction check + MERGE + commit):
 
@@ -36,7 +36,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sinks.delta.maintenance import MaintenancePolicy, maintain
-from sinks.delta.silver import SilverWriter, read_current
+from sinks.delta.silver import ENGINES, SilverWriter, read_current
 
 CITIES = [f"City {i}" for i in range(500)]
 COUNTRIES = ["DE", "FR", "NL", "US", "GB", "IT", "ES", "PL"]
@@ -152,6 +152,7 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=None, help="where the table goes (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the table afterwards")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--engine", choices=ENGINES, default="rewrite", help="the silver MERGE engine")
     args = p.parse_args()
 
     root = args.root or Path(tempfile.mkdtemp(prefix="silver-bench-"))
@@ -164,7 +165,7 @@ def main() -> None:
     }
     gen = Generator()
     policy = MaintenancePolicy(retention=timedelta(minutes=args.retention_minutes))
-    writer = SilverWriter(root, "customer", maintenance=policy)
+    writer = SilverWriter(root, "customer", maintenance=policy, engine=args.engine)
     path = writer.path
     space = int(args.rows * 1.1)
     keys = gen.rng.permutation(space)[: args.rows]
