@@ -418,7 +418,11 @@ def build_ingest_flow(
     keyed = op.key_on("silver_key", mapped, lambda m: m.entity)
     silver_interval = settings.dataflow.silver_write_interval_s
     silvered = op.stateful_batch(
-        "silver", keyed, lambda resume: SilverLogic(root, frozenset(entities), silver_interval, resume)
+        "silver",
+        keyed,
+        lambda resume: SilverLogic(
+            root, frozenset(entities), silver_interval, resume, engine=settings.dataflow.silver_engine
+        ),
     )
     if not entities:
         op.output("done", silvered, WriterSink(lambda _i, _n: _Discard()))

@@ -46,7 +46,7 @@ from core.golden import Cause, RecordChange, json_value, record_id
 from core.metrics import EVENTS_OUT, RETRIES, SILVER_ROWS_PATH, STAGE_SECONDS
 from core.retry import retry_transient
 from flows.engine.background import BackgroundWriter
-from sinks.delta.silver import SchemaLike, SilverWriter, read_rows
+from sinks.delta.silver import Engine, SchemaLike, SilverWriter, read_rows
 from sinks.delta.silver_batch import (
     DATA_OPS,
     HELPER_PREFIX,
@@ -160,12 +160,13 @@ class SilverFeed:
         write_interval_s: float = 0.0,
         resume: Sequence[MappedRecords] = (),
         schema: SchemaLike | Literal["entity"] | None = "entity",
+        engine: Engine = "delta-rs",
     ) -> None:
         self.entity = entity
         self.resolve = resolve
         # "entity": the table is created with the canonical entity's columns (the flows' case)
         table_schema = record_schema(entity) if schema == "entity" else schema
-        self.writer = SilverWriter(delta_root, entity, schema=table_schema)
+        self.writer = SilverWriter(delta_root, entity, schema=table_schema, engine=engine)
         self._initial = frozenset(
             data_columns(list(pl.Schema(table_schema).names())) if table_schema is not None else ()
         )
@@ -309,8 +310,10 @@ class SilverLogic(StatefulBatchLogic[MappedRecords, list[RecordChange], list[Map
         resume: list[MappedRecords] | None,
         *,
         schema: SchemaLike | Literal["entity"] | None = "entity",
+        engine: Engine = "delta-rs",
     ) -> None:
         self._root = delta_root
+        self._engine: Engine = engine
         self._resolve = resolve
         self._interval = write_interval_s
         self._schema = schema
@@ -330,6 +333,7 @@ class SilverLogic(StatefulBatchLogic[MappedRecords, list[RecordChange], list[Map
             write_interval_s=self._interval,
             resume=resume,
             schema=self._schema,
+            engine=self._engine,
         )
 
     def _feed_for(self, entity: str) -> SilverFeed:

@@ -49,3 +49,13 @@ def test_resolve_env_reports_missing_variable() -> None:
     assert resolve_env("a${env:X}b", environ={"X": "1"}) == "a1b"
     with pytest.raises(ConfigError, match="environment variable Y is not set"):
         resolve_env("${env:Y}", environ={}, where="f.yaml: k")
+
+
+def test_silver_engine_is_one_of_the_two(tmp_path: Path) -> None:
+    assert load_settings().dataflow.silver_engine == "delta-rs"
+    f = tmp_path / "goldstream.yaml"
+    f.write_text("dataflow:\n  silver_engine: fast\n")
+    with pytest.raises(
+        ConfigError, match=r"dataflow\.silver_engine: Input should be 'delta-rs' or 'rewrite'"
+    ):
+        load_settings(f)

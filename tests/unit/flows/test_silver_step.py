@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
+from deltalake import DeltaTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,3 +135,15 @@ def test_a_resumed_step_merges_what_was_queued_without_waiting_for_new_input(tmp
     names = dict(read_current(feed.path).select("source_key", "name").iter_rows())
     assert names == {"1": "ann", "2": "bob"}
     assert logic.snapshot() == []
+
+
+def test_the_silver_step_merges_with_the_configured_engine(tmp_path: Path) -> None:
+    for engine in ("rewrite", "delta-rs"):
+        root = tmp_path / engine
+        logic = SilverLogic(root, frozenset({ENTITY}), 0, None, schema=None, engine=engine)
+        first = Event(0, "1", "c", lsn=10, tx_id=1, partition=0, values={"name": "ann"}, offset=0)
+        logic.on_batch([MappedRecords(ENTITY, frame([first]))])
+        logic.on_eof()
+        history = DeltaTable(str(root / "silver" / ENTITY)).history(1)[0]
+        assert history["operation"] == "MERGE"
+        assert history["engineInfo"].startswith("goldstream" if engine == "rewrite" else "delta-rs")
