@@ -76,9 +76,10 @@ class DataflowSettings(StrictModel):
     silver_engine: Literal["delta-rs", "rewrite"] = "delta-rs"
     """How the ingest flow applies silver MERGEs (``sinks.delta.silver``). ``delta-rs``: its MERGE.
     ``rewrite``: computed with polars and committed by goldstream, 1.9x faster per 500k-row MERGE
-    and the engine behind bench/silver's 61k upserts/s: for bulk loads and backfills. Beside the
-    flow at 1,000 changes/s it made the end-to-end p99 worse (bench/propagation, one run each on the
-    same host: 3.7 s against 2.3 s), its polars work competing with the flow's for the two cores."""
+    and the engine behind bench/silver's 61k upserts/s: for bulk loads and backfills. The default
+    stays ``delta-rs`` until the latency path has been compared properly: beside the flow at 1,000
+    changes/s, two alternating runs each gave end-to-end p99s of 3.67 and 2.46 s against 2.27 and
+    2.95 s (bench/propagation), no difference that stands out from the noise."""
     metrics_port: Port = 9464
     dlq_topic: str = "goldstream.dlq"
     resolve_mode: Literal["single", "staged"] = "single"
