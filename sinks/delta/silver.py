@@ -112,7 +112,7 @@ from sinks.delta.silver_batch import (
     split_invalid,
 )
 from sinks.delta.silver_merge import clauses, missing_columns, scope
-from sinks.delta.silver_rewrite import FILE, merge_rows
+from sinks.delta.silver_rewrite import FILE, merge_rows, source_tables
 
 log = logging.getLogger(__name__)
 
@@ -212,23 +212,23 @@ class _NotRewritable(Exception):  # noqa: N818 (a signal to fall back, not an er
 
 
 def _by_partition(frame: pl.DataFrame) -> list[tuple[tuple[str, str], pl.DataFrame]]:
-    """``frame`` split by source table (``DataFrame.partition_by`` took 2.4 s on 1M rows)."""
-    if frame.height == 0:
-        return []
-    ends = frame.select(
-        *[pl.col(c).min().alias(f"lo{i}") for i, c in enumerate(SILVER_PARTITION_BY)],
-        *[pl.col(c).max().alias(f"hi{i}") for i, c in enumerate(SILVER_PARTITION_BY)],
-    ).row(0)
-    if ends[:2] == ends[2:]:  # one source table (the common case): no hashing of every row
-        return [((ends[0], ends[1]), frame)]
-    values = frame.select(SILVER_PARTITION_BY).unique(maintain_order=True).rows()
+    """``frame`` split by source table."""
+    tables = source_tables(frame)
+    if len(tables) == 1:
+        return [(tables[0], frame)]
     return [
         (
             (system, table),
             frame.filter((pl.col("source_system") == system) & (pl.col("source_table") == table)),
         )
-        for system, table in values
+        for system, table in tables
     ]
+
+
+def _location(system: str, source_table: str) -> tuple[dict[str, str], str | None]:
+    """The partition values of a source table and their directory (None: it needs escaping)."""
+    values = {"source_system": system, "source_table": source_table}
+    return values, partition_dir(values, SILVER_PARTITION_BY)
 
 
 class SilverWriter:
@@ -532,11 +532,8 @@ class SilverWriter:
     @staticmethod
     def _unsafe_partition(folded: Folded) -> str | None:
         """A partition value the rewrite engine would have to escape in a path (None: all plain)."""
-        for system, source_table in folded.rows.select(SILVER_PARTITION_BY).unique().iter_rows():
-            if (
-                partition_dir({"source_system": system, "source_table": source_table}, SILVER_PARTITION_BY)
-                is None
-            ):
+        for system, source_table in source_tables(folded.rows):
+            if _location(system, source_table)[1] is None:
                 return f"partition value {system!r}/{source_table!r} needs escaping"
         return None
 
@@ -624,8 +621,7 @@ class SilverWriter:
         actions: list[dict[str, Any]] = []
         try:
             for (system, source_table), part in _by_partition(result.rows):
-                values = {"source_system": str(system), "source_table": str(source_table)}
-                directory = partition_dir(values, SILVER_PARTITION_BY)
+                values, directory = _location(system, source_table)
                 assert directory is not None  # checked by _unsafe_partition
                 data = part.select(columns)
                 for start in range(0, data.height, REWRITE_FILE_ROWS):
@@ -640,8 +636,7 @@ class SilverWriter:
                     written.append(self.path / added.path)
                     actions.append(added.add(now_ms))
             for (system, source_table), part in _by_partition(result.changes):
-                values = {"source_system": str(system), "source_table": str(source_table)}
-                directory = partition_dir(values, SILVER_PARTITION_BY)
+                values, directory = _location(system, source_table)
                 assert directory is not None
                 cdc = write_file(
                     self.path, part.drop(SILVER_PARTITION_BY), values, directory, change_data=True
@@ -652,8 +647,7 @@ class SilverWriter:
             for path, system, source_table, size in replaced.select(
                 "path", "partition.source_system", "partition.source_table", "size_bytes"
             ).iter_rows():
-                values = {"source_system": system, "source_table": source_table}
-                actions.append(remove_action(path, values, int(size), now_ms))
+                actions.append(remove_action(path, _location(system, source_table)[0], int(size), now_ms))
             t3 = time.perf_counter()
             self._steps["write"] = t3 - t2
             commit(

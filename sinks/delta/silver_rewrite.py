@@ -173,17 +173,23 @@ def _field_of(column: str) -> str:
     return column[len(FIELD_SEQ_PREFIX) :] if column.startswith(FIELD_SEQ_PREFIX) else ""
 
 
-def _single_table(*frames: pl.DataFrame) -> bool:
-    """Whether all rows of ``frames`` belong to one and the same source table."""
-    ends: set[tuple[str, str]] = set()
-    for frame in frames:
-        if frame.height:
-            row = frame.select(
-                pl.col("source_system").min().alias("a"), pl.col("source_table").min().alias("b"),
-                pl.col("source_system").max().alias("c"), pl.col("source_table").max().alias("d"),
-            ).row(0)  # fmt: skip
-            ends.update({row[:2], row[2:]})
-    return len(ends) <= 1
+def source_tables(frame: pl.DataFrame) -> list[tuple[str, str]]:
+    """The ``(source_system, source_table)`` pairs of ``frame``'s rows, in order of appearance.
+
+    A batch nearly always holds one source table: a min/max scan proves that without hashing every
+    row (``unique``/``partition_by`` on 1M rows of long strings took up to 2.4 s).
+    """
+    if frame.height == 0:
+        return []
+    lo_sys, lo_tab, hi_sys, hi_tab = frame.select(
+        pl.col("source_system").min().alias("a"), pl.col("source_table").min().alias("b"),
+        pl.col("source_system").max().alias("c"), pl.col("source_table").max().alias("d"),
+    ).row(0)  # fmt: skip
+    if (lo_sys, lo_tab) == (hi_sys, hi_tab):
+        return [(lo_sys, lo_tab)]
+    return [
+        tuple(r) for r in frame.select("source_system", "source_table").unique(maintain_order=True).rows()
+    ]
 
 
 def merge_rows(target: pl.DataFrame, folded: Folded, tracked: Collection[str], schema: pl.Schema) -> Rewrite:
@@ -195,7 +201,7 @@ def merge_rows(target: pl.DataFrame, folded: Folded, tracked: Collection[str], s
     Only the rows the batch touches are computed; the rest of a changed file is copied.
     """
     keys = list(KEY_COLUMNS)
-    if _single_table(target, folded.rows):
+    if len(set(source_tables(target)) | set(source_tables(folded.rows))) <= 1:
         keys = ["source_key"]  # hashing one string column instead of three: the join costs half
     columns = list(schema.names())
     source = folded.rows.rename({c: _S + c for c in folded.rows.columns if c not in KEY_COLUMNS})
